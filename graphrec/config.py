@@ -1,0 +1,108 @@
+"""Run configuration, resolved once at the command line: defaults < TOML file < flags.
+
+Each concern keeps its own dataclass next to its consumer (:class:`DataConfig`,
+:class:`SplitConfig`, :class:`EvalConfig`, the model's config); :class:`RunConfig` only groups
+them. Unknown keys are errors. Below the command line, code takes plain arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from graphrec.data.source import DataConfig
+from graphrec.errors import GraphrecError
+from graphrec.evaluation.evaluator import EvalConfig
+from graphrec.split import SplitConfig
+
+SECTIONS = {"data": DataConfig, "split": SplitConfig, "eval": EvalConfig}
+TOP_LEVEL = ("model", "out", "device", "seed")
+
+
+@dataclass
+class RunConfig:
+    """Everything one ``graphrec.train`` run needs, as saved in ``config.json``."""
+
+    model: str = "pop"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    out: str | None = None
+    device: str = "auto"
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_keys(where: str, values: dict[str, Any], cls: type) -> None:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise GraphrecError(f"{where}: unknown key {unknown[0]!r}; known keys are "
+                            f"{', '.join(sorted(known))}")
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Read a config file: top-level ``model``/``out``/``device``/``seed`` and the tables
+    ``[data]``, ``[split]``, ``[eval]`` and ``[model_options]``."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            values = tomllib.load(fh)
+    except FileNotFoundError:
+        raise GraphrecError(f"--config: {path}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise GraphrecError(f"--config: {path}: {e}") from None
+    for key, value in values.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise GraphrecError(f"{path}: [{key}] must be a table")
+            _check_keys(f"{path}: [{key}]", value, SECTIONS[key])
+        elif key == "model_options":
+            if not isinstance(value, dict):
+                raise GraphrecError(f"{path}: [model_options] must be a table")
+        elif key not in TOP_LEVEL:
+            raise GraphrecError(f"{path}: unknown key {key!r}; known keys are "
+                                f"{', '.join(TOP_LEVEL + tuple(SECTIONS) + ('model_options',))}")
+    return values
+
+
+def resolve(file_values: dict[str, Any], flags: dict[str, dict[str, Any]]) -> RunConfig:
+    """Merge defaults, a config file's values and command-line flags (``None`` = not given).
+
+    ``flags`` has the same shape as the file: ``{"": top-level, "data": {...}, ...}``.
+    """
+    top = {k: v for k, v in file_values.items() if k in TOP_LEVEL}
+    top.update({k: v for k, v in flags.get("", {}).items() if v is not None})
+    sections = {}
+    for name, cls in SECTIONS.items():
+        merged = dict(file_values.get(name, {}))
+        merged.update({k: v for k, v in flags.get(name, {}).items() if v is not None})
+        _check_keys(f"[{name}]", merged, cls)
+        try:
+            sections[name] = cls(**merged)
+        except TypeError as e:
+            raise GraphrecError(f"[{name}]: {e}") from None
+    options = dict(file_values.get("model_options", {}))
+    options.update(flags.get("model_options", {}))
+    return RunConfig(model_options=options, **sections, **top)
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``key=value`` from ``--set``; the value is read as TOML (numbers, booleans, strings)."""
+    if "=" not in text:
+        raise GraphrecError(f"--set: expected key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word is a string
+    return key.strip(), value
+
+
+__all__ = ["RunConfig", "read_toml", "resolve", "parse_option"]

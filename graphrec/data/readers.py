@@ -1,0 +1,529 @@
+"""Readers: one function per file format, each returning the same raw frame.
+
+Every reader returns a :class:`RawData` whose ``frame`` has the columns ``user`` and ``item`` (raw
+ids: int64 when every id in the column is a plain integer, else strings) and, when the source has
+them, ``rating`` (float32), ``time`` (int64 seconds) and ``part`` (int8, for predefined train/test
+files). Side features come as frames keyed by raw id, with a RecBole-style type per column.
+
+Bad input raises :class:`~graphrec.errors.GraphrecError` with the file and line.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from graphrec.errors import GraphrecError
+from graphrec.schema import PART_TEST, PART_TRAIN
+
+FORMATS = ("ml-100k", "ml-dat", "csv", "tsv", "parquet", "atomic", "lightgcn")
+FEATURE_TYPES = ("token", "token_seq", "float", "float_seq")
+
+# Column names tried, in order, when a CSV/TSV/Parquet file does not name them by flags.
+USER_ALIASES = ("user", "user_id", "userid", "userId", "uid", "visitorid", "customer_id")
+ITEM_ALIASES = ("item", "item_id", "itemid", "itemId", "movieId", "movie_id", "iid", "product_id")
+RATING_ALIASES = ("rating", "ratings", "score", "stars")
+TIME_ALIASES = ("timestamp", "time", "ts", "datetime", "date", "unix_timestamp")
+
+_INT_RE = r"-?(?:0|[1-9][0-9]*)"
+_PROGRESS_BYTES = 64 << 20  # show a progress bar for inputs larger than this
+
+
+@dataclass
+class ColumnNames:
+    """Which columns of a delimited or Parquet file hold the user, item, rating and time.
+
+    ``None`` means: look for a usual name (``user_id``, ``userId``, ...); rating and time are
+    optional. ``header=False`` reads headerless files, where the names are 0-based positions.
+    """
+
+    user: str | None = None
+    item: str | None = None
+    rating: str | None = None
+    time: str | None = None
+    header: bool = True
+
+
+@dataclass
+class RawData:
+    """What a reader returns: interactions plus optional side features, all in raw ids."""
+
+    frame: pd.DataFrame
+    source: str
+    format: str
+    user_features: pd.DataFrame | None = None
+    item_features: pd.DataFrame | None = None
+    feature_types: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# Column conversion shared by every reader
+
+
+def _lines(frame: pd.DataFrame, mask: np.ndarray) -> str:
+    """Name the first few offending lines (1-based line numbers are kept in the index)."""
+    bad = frame.index[mask][:3].tolist()
+    more = "" if mask.sum() <= 3 else f" and {int(mask.sum()) - 3} more"
+    return "line " + ", ".join(str(i) for i in bad) + more
+
+
+def convert_ids(values: pd.Series, what: str, path: str) -> pd.Series:
+    """Raw ids: int64 when every id is a plain integer, else stripped strings. Empty is an error."""
+    s = values.astype("string").str.strip()
+    empty = (s.isna() | (s == "")).to_numpy()
+    if empty.any():
+        raise GraphrecError(f"{path}: {_lines(s.to_frame(), empty)}: empty {what} id")
+    if s.str.fullmatch(_INT_RE).all():
+        try:
+            return s.astype("int64")
+        except (OverflowError, ValueError):
+            pass  # integers beyond int64 stay strings
+    return s.astype(object)
+
+
+def convert_rating(values: pd.Series, path: str) -> pd.Series:
+    """Ratings as float32; a non-numeric, NaN or infinite rating is an error naming the line."""
+    num = pd.to_numeric(values.astype("string").str.strip(), errors="coerce")
+    bad = ~np.isfinite(num.to_numpy(dtype="float64", na_value=np.nan))
+    if bad.any():
+        first = values[bad].iloc[0]
+        raise GraphrecError(
+            f"{path}: {_lines(values.to_frame(), bad)}: rating {str(first)!r} is not a finite number"
+        )
+    return num.astype("float32")
+
+
+def convert_time(values: pd.Series, path: str) -> pd.Series:
+    """Timestamps as int64 seconds: numbers are taken as Unix seconds, else parsed as dates."""
+    text = values.astype("string").str.strip()
+    num = pd.to_numeric(text, errors="coerce")
+    if not num.isna().any():
+        if not np.isfinite(num.to_numpy(dtype="float64")).all():
+            raise GraphrecError(f"{path}: timestamps must be finite")
+        return num.astype("float64").round().astype("int64")
+    try:
+        parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
+    except (ValueError, TypeError):
+        parsed = pd.Series(pd.NaT, index=text.index)
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        first = values[bad].iloc[0]
+        raise GraphrecError(
+            f"{path}: {_lines(values.to_frame(), bad)}: timestamp {str(first)!r} is neither a "
+            "number of seconds nor a date"
+        )
+    # pandas >= 3 parses strings at microsecond (not nanosecond) resolution: divide by a
+    # Timedelta, which is right at any resolution.
+    epoch = pd.Timestamp(0, tz="UTC")
+    return ((parsed - epoch) // pd.Timedelta(seconds=1)).astype("int64")
+
+
+def _finish(frame: pd.DataFrame, path: str) -> pd.DataFrame:
+    """Convert the raw string columns of a reader's frame to the canonical types."""
+    if len(frame) == 0:
+        raise GraphrecError(f"{path}: no interactions (empty file)")
+    out = pd.DataFrame(index=frame.index)
+    out["user"] = convert_ids(frame["user"], "user", path)
+    out["item"] = convert_ids(frame["item"], "item", path)
+    if "rating" in frame:
+        out["rating"] = convert_rating(frame["rating"], path)
+    if "time" in frame:
+        out["time"] = convert_time(frame["time"], path)
+    if "part" in frame:
+        out["part"] = frame["part"].astype("int8")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Delimited text
+
+
+def _parse_csv(path: Path, kwargs: dict, names: list[str] | None) -> pd.DataFrame:
+    """``pd.read_csv`` with a progress bar for large files."""
+    size = path.stat().st_size
+    if size <= _PROGRESS_BYTES:
+        return pd.read_csv(path, **kwargs)
+    chunks = []
+    with tqdm(total=size, unit="B", unit_scale=True, desc=f"reading {path.name}") as bar:
+        with open(path, "rb") as fh:
+            reader = pd.read_csv(fh, chunksize=1 << 20, **kwargs)
+            for chunk in reader:
+                chunks.append(chunk)
+                bar.update(fh.tell() - bar.n)
+    return pd.concat(chunks) if chunks else pd.DataFrame(columns=names)
+
+
+def _read_delimited(
+    path: Path, sep: str, header: bool, names: list[str] | None = None, n_fields: int | None = None
+) -> pd.DataFrame:
+    """Read a delimited file as strings, index = 1-based line numbers, blank lines dropped."""
+    kwargs = dict(
+        sep=sep,
+        header=0 if header else None,
+        names=names,
+        dtype=str,
+        keep_default_na=False,
+        skip_blank_lines=False,
+        index_col=False,  # never take a first column as the index when lines have extra fields
+        engine="c",
+    )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)  # extra fields: error, not loss
+            frame = _parse_csv(path, kwargs, names)
+    except pd.errors.EmptyDataError:
+        raise GraphrecError(f"{path}: no interactions (empty file)") from None
+    except pd.errors.ParserError as e:
+        raise GraphrecError(f"{path}: {str(e).strip().splitlines()[-1]}") from None
+    except pd.errors.ParserWarning:
+        raise GraphrecError(
+            f"{path}: lines have more fields than {'the header names' if header else 'expected'}"
+        ) from None
+    except UnicodeDecodeError as e:
+        raise GraphrecError(f"{path}: not a text file ({e.reason})") from None
+    frame.index = frame.index + (2 if header else 1)
+    frame = frame[~(frame == "").all(axis=1).to_numpy()]  # blank lines
+    if n_fields is not None and len(frame):
+        missing = (frame.iloc[:, n_fields - 1] == "").to_numpy()
+        if missing.any():
+            raise GraphrecError(f"{path}: {_lines(frame, missing)}: expected {n_fields} fields")
+    return frame
+
+
+def read_movielens_100k(path: str | Path) -> RawData:
+    """MovieLens ``u.data``: ``user<TAB>item<TAB>rating<TAB>timestamp``, no header."""
+    path = Path(path)
+    frame = _read_delimited(path, "\t", False, ["user", "item", "rating", "time"], n_fields=4)
+    raw = RawData(_finish(frame, str(path)), str(path), "ml-100k")
+    # The GroupLens release ships its own pipe-separated u.item/u.user beside u.data.
+    return _with_side_features(raw, path, ignore=("u.item", "u.user"))
+
+
+def read_movielens_dat(path: str | Path) -> RawData:
+    """MovieLens 1M/10M ``ratings.dat``: ``user::item::rating::timestamp``, no header."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as e:
+        raise GraphrecError(f"{path}: not a text file ({e.reason})") from None
+    # pandas' C parser takes one-character separators only; '::' -> tab keeps it fast.
+    buf = io.StringIO(text.replace("::", "\t"))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)  # extra fields: error, not loss
+            frame = pd.read_csv(
+                buf, sep="\t", header=None, names=["user", "item", "rating", "time"], dtype=str,
+                keep_default_na=False, skip_blank_lines=False, index_col=False, engine="c",
+            )
+    except pd.errors.EmptyDataError:
+        raise GraphrecError(f"{path}: no interactions (empty file)") from None
+    except pd.errors.ParserError as e:
+        raise GraphrecError(f"{path}: {str(e).strip().splitlines()[-1]}") from None
+    except pd.errors.ParserWarning:
+        raise GraphrecError(f"{path}: lines have more than 4 fields separated by '::'") from None
+    frame.index = frame.index + 1  # 1-based line numbers; blank lines are kept until here
+    frame = frame[~(frame == "").all(axis=1).to_numpy()]
+    missing = (frame["time"] == "").to_numpy()
+    if missing.any():
+        raise GraphrecError(f"{path}: {_lines(frame, missing)}: expected 4 fields separated by '::'")
+    return RawData(_finish(frame, str(path)), str(path), "ml-dat")
+
+
+def _pick(columns: list[str], wanted: str | None, aliases: tuple[str, ...], what: str,
+          path: Path, required: bool, flag: str) -> str | None:
+    if wanted is not None:
+        if wanted not in columns:
+            raise GraphrecError(
+                f"{path}: no column {wanted!r} (given by {flag}); columns are {columns}"
+            )
+        return wanted
+    lower = {c.lower(): c for c in columns}
+    for a in aliases:
+        if a.lower() in lower:
+            return lower[a.lower()]
+    if required:
+        raise GraphrecError(
+            f"{path}: no {what} column found among {columns}; name it with {flag}"
+        )
+    return None
+
+
+def _select(frame: pd.DataFrame, cols: ColumnNames, path: Path) -> pd.DataFrame:
+    columns = [str(c) for c in frame.columns]
+    frame.columns = columns
+    names = {
+        "user": _pick(columns, cols.user, USER_ALIASES, "user", path, True, "--user-col"),
+        "item": _pick(columns, cols.item, ITEM_ALIASES, "item", path, True, "--item-col"),
+        "rating": _pick(columns, cols.rating, RATING_ALIASES, "rating", path, False, "--rating-col"),
+        "time": _pick(columns, cols.time, TIME_ALIASES, "time", path, False, "--time-col"),
+    }
+    if names["user"] == names["item"]:
+        raise GraphrecError(f"{path}: user and item columns are both {names['user']!r}")
+    return frame[[c for c in names.values() if c is not None]].set_axis(
+        [k for k, c in names.items() if c is not None], axis=1
+    )
+
+
+def read_table(path: str | Path, sep: str = ",", columns: ColumnNames | None = None) -> RawData:
+    """A CSV/TSV file with user, item and optional rating/time columns (MovieLens
+    ``ratings.csv`` included). Columns are found by usual names or named in ``columns``."""
+    path = Path(path)
+    cols = columns or ColumnNames()
+    frame = _read_delimited(path, sep, cols.header)
+    if not cols.header:
+        frame.columns = [str(i) for i in range(frame.shape[1])]
+        if cols.user is None or cols.item is None:
+            raise GraphrecError(f"{path}: a headerless file needs --user-col and --item-col (0-based positions)")
+    selected = _select(frame, cols, path)
+    return RawData(_finish(selected, str(path)), str(path), "tsv" if sep == "\t" else "csv")
+
+
+def read_parquet(path: str | Path, columns: ColumnNames | None = None) -> RawData:
+    """A Parquet file with user, item and optional rating/time columns."""
+    path = Path(path)
+    try:
+        frame = pd.read_parquet(path)
+    except ImportError:
+        raise GraphrecError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
+    except Exception as e:  # pyarrow raises several unrelated types for a bad file
+        raise GraphrecError(f"{path}: not a readable Parquet file ({type(e).__name__}: {e})") from None
+    frame.index = pd.RangeIndex(1, len(frame) + 1)  # "line" = row number for Parquet
+    selected = _select(frame, columns or ColumnNames(), path)
+    return RawData(_finish(selected, str(path)), str(path), "parquet")
+
+
+# --------------------------------------------------------------------------------------------
+# RecBole atomic files
+
+
+def _atomic_header(path: Path) -> tuple[list[str], list[str]]:
+    with open(path) as fh:
+        first = fh.readline().rstrip("\r\n")
+    if not first:
+        raise GraphrecError(f"{path}: empty file (an atomic file starts with a typed header)")
+    names, types = [], []
+    for field_ in first.split("\t"):
+        if ":" not in field_:
+            raise GraphrecError(
+                f"{path}: line 1: header field {field_!r} has no type (expected name:token, "
+                "name:token_seq, name:float or name:float_seq)"
+            )
+        name, typ = field_.rsplit(":", 1)
+        if typ not in FEATURE_TYPES:
+            raise GraphrecError(f"{path}: line 1: unknown field type {typ!r} in {field_!r}")
+        names.append(name)
+        types.append(typ)
+    return names, types
+
+
+def read_atomic_inter(path: str | Path, columns: ColumnNames | None = None) -> RawData:
+    """RecBole atomic ``.inter`` file; ``<stem>.item`` / ``<stem>.user`` beside it are read as
+    side features when present."""
+    path = Path(path)
+    names, _ = _atomic_header(path)
+    frame = _read_delimited(path, "\t", True)
+    frame.columns = names
+    selected = _select(frame, columns or ColumnNames(), path)
+    raw = RawData(_finish(selected, str(path)), str(path), "atomic")
+    return _with_side_features(raw, path)
+
+
+def read_atomic_features(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]]:
+    """A RecBole ``.item``/``.user`` file: the first column is the raw id, the rest typed features.
+
+    Returns the frame (index = raw id, converted like interaction ids) and ``{column: type}``.
+    """
+    path = Path(path)
+    names, types = _atomic_header(path)
+    frame = _read_delimited(path, "\t", True)
+    if frame.shape[1] != len(names):
+        raise GraphrecError(f"{path}: header names {len(names)} fields, rows have {frame.shape[1]}")
+    frame.columns = names
+    ids = convert_ids(frame[names[0]], "id", str(path))
+    if ids.duplicated().any():
+        dup = ids[ids.duplicated()].iloc[0]
+        raise GraphrecError(f"{path}: id {dup!r} appears on more than one line")
+    feats = frame.drop(columns=names[0])
+    for name, typ in zip(names[1:], types[1:]):
+        if typ == "float":
+            feats[name] = pd.to_numeric(feats[name].replace("", np.nan), errors="coerce").astype("float32")
+    feats.index = pd.Index(ids.to_numpy(), name="id")
+    return feats, dict(zip(names[1:], types[1:]))
+
+
+def _with_side_features(raw: RawData, path: Path, ignore: tuple[str, ...] = ()) -> RawData:
+    """Attach ``.item``/``.user`` atomic files found beside ``path``: ``<stem>.item`` first, else
+    the only ``*.item`` file in the folder. Files named in ``ignore`` are not atomic files (the
+    GroupLens ``u.item``/``u.user`` beside ``u.data``) and are never taken."""
+    for kind in ("item", "user"):
+        candidates = [path.with_suffix(f".{kind}")]
+        if not candidates[0].exists() or candidates[0].name in ignore:
+            candidates = sorted(p for p in path.parent.glob(f"*.{kind}") if p.name not in ignore)
+        if len(candidates) == 1 and candidates[0].is_file():
+            feats, types = read_atomic_features(candidates[0])
+            setattr(raw, f"{kind}_features", feats)
+            raw.feature_types[kind] = types
+    return raw
+
+
+# --------------------------------------------------------------------------------------------
+# LightGCN / NGCF adjacency lists
+
+
+def _read_adjacency(path: Path) -> pd.DataFrame:
+    """``user item item ...`` per line -> a frame of (user, item) strings with line numbers."""
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError as e:
+        raise GraphrecError(f"{path}: not a text file ({e.reason})") from None
+    lines = text.splitlines()
+    iterator = tqdm(lines, desc=f"reading {path.name}", unit="line",
+                    disable=len(text) < _PROGRESS_BYTES)
+    rows = [line.split() for line in iterator]
+    lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    flat = np.array([t for r in rows for t in r], dtype=object)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    has = lengths > 0
+    line_no = np.arange(1, len(rows) + 1)
+    users = flat[starts[has]]
+    n_items = lengths[has] - 1
+    item_mask = np.ones(len(flat), dtype=bool)
+    item_mask[starts[has]] = False
+    frame = pd.DataFrame(
+        {"user": np.repeat(users, n_items), "item": flat[item_mask]},
+        index=np.repeat(line_no[has], n_items),
+    )
+    return frame
+
+
+def read_lightgcn(train: str | Path, test: str | Path | None = None) -> RawData:
+    """The LightGCN/NGCF pair ``train.txt``/``test.txt`` (one line per user:
+    ``user item item ...``). Edges carry ``part`` = train or test; test ids must occur in train.
+    """
+    train = Path(train)
+    parts = [_read_adjacency(train).assign(part=PART_TRAIN)]
+    if not len(parts[0]):
+        raise GraphrecError(f"{train}: no interactions (empty file)")
+    if test is not None:
+        test = Path(test)
+        parts.append(_read_adjacency(test).assign(part=PART_TEST))
+    frames = [_finish(p, str(f)) for p, f in zip(parts, [train, test])]
+    if len(frames) == 2:
+        tr, te = frames
+        for col in ("user", "item"):
+            if tr[col].dtype != te[col].dtype:  # e.g. ints in train, a string in test
+                tr[col] = tr[col].astype(str).astype(object)
+                te[col] = te[col].astype(str).astype(object)
+            absent = ~te[col].isin(pd.unique(tr[col]))
+            if absent.any():
+                first = te[col][absent.to_numpy()].iloc[0]
+                raise GraphrecError(
+                    f"{test}: {_lines(te, absent.to_numpy())}: {col} {first!r} does not occur in "
+                    f"the training file {train.name}"
+                )
+    frame = pd.concat(frames, ignore_index=True)
+    return RawData(frame, str(train.parent if test else train), "lightgcn")
+
+
+# --------------------------------------------------------------------------------------------
+# Format detection and the one entry point
+
+
+def detect_format(path: Path) -> str:
+    """Guess the format from the file name, extension and first line; error when ambiguous."""
+    if path.is_dir():
+        if (path / "train.txt").exists():
+            return "lightgcn"
+        inters = sorted(path.glob("*.inter"))
+        if len(inters) == 1:
+            return "atomic"
+        raise GraphrecError(
+            f"{path}: a folder must hold train.txt (and test.txt) or one .inter file; "
+            "name the file itself instead"
+        )
+    if not path.exists():
+        raise GraphrecError(f"{path}: no such file or folder")
+    name, suffix = path.name.lower(), path.suffix.lower()
+    if name == "u.data":
+        return "ml-100k"
+    if suffix == ".inter":
+        return "atomic"
+    if suffix == ".parquet":
+        return "parquet"
+    if suffix == ".dat":
+        return "ml-dat"
+    if suffix == ".csv":
+        return "csv"
+    if suffix == ".tsv":
+        return "tsv"
+    if suffix == ".txt":
+        with open(path, errors="replace") as fh:
+            first = fh.readline()
+        if "\t" not in first and len(first.split()) >= 2:
+            return "lightgcn"
+    raise GraphrecError(
+        f"{path}: cannot tell the format from the name; pass --format, one of {', '.join(FORMATS)}"
+    )
+
+
+def read(
+    inputs: list[str | Path] | str | Path,
+    format: str | None = None,
+    columns: ColumnNames | None = None,
+) -> RawData:
+    """Read interactions from one file, a LightGCN train/test pair or a folder.
+
+    Args:
+        inputs: a path or a list of paths. Two paths are a LightGCN train/test pair.
+        format: one of :data:`FORMATS`, or ``None`` to detect it.
+        columns: column names for ``csv``/``tsv``/``parquet``/``atomic`` inputs.
+    """
+    paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
+    if not paths:
+        raise GraphrecError("no input given")
+    if format is not None and format not in FORMATS:
+        raise GraphrecError(f"--format: unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    for p in paths:
+        if not p.exists():
+            raise GraphrecError(f"{p}: no such file or folder")
+    fmt = format or detect_format(paths[0])
+    if fmt == "lightgcn":
+        if len(paths) == 1 and paths[0].is_dir():
+            folder = paths[0]
+            test = folder / "test.txt"
+            return read_lightgcn(folder / "train.txt", test if test.exists() else None)
+        if len(paths) > 2:
+            raise GraphrecError("the lightgcn format takes train.txt and at most one test.txt")
+        return read_lightgcn(paths[0], paths[1] if len(paths) == 2 else None)
+    if len(paths) != 1:
+        raise GraphrecError(f"the {fmt} format takes one input file, got {len(paths)}")
+    path = paths[0]
+    if path.is_dir():
+        inters = sorted(path.glob("*.inter"))
+        if fmt != "atomic" or len(inters) != 1:
+            raise GraphrecError(f"{path}: is a folder; name the {fmt} file itself")
+        path = inters[0]
+    if fmt == "ml-100k":
+        return read_movielens_100k(path)
+    if fmt == "ml-dat":
+        return read_movielens_dat(path)
+    if fmt == "csv":
+        return read_table(path, ",", columns)
+    if fmt == "tsv":
+        return read_table(path, "\t", columns)
+    if fmt == "parquet":
+        return read_parquet(path, columns)
+    return read_atomic_inter(path, columns)
+
+
+__all__ = [
+    "FORMATS", "ColumnNames", "RawData", "read", "detect_format", "read_movielens_100k",
+    "read_movielens_dat", "read_table", "read_parquet", "read_atomic_inter",
+    "read_atomic_features", "read_lightgcn",
+]

@@ -1,0 +1,68 @@
+"""Where a run's data comes from: a raw file or folder, a converted graph, or the synthetic set."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from graphrec.data.graph import Dataset, build, load
+from graphrec.data.readers import ColumnNames, read
+from graphrec.data.synthetic import SyntheticConfig, make_synthetic
+from graphrec.errors import GraphrecError
+
+GRAPH_SUFFIX = ".pt"
+
+
+@dataclass
+class DataConfig:
+    """Args:
+        path: raw file, folder (LightGCN train/test pair or one ``.inter`` file), converted graph
+            (``.pt``), or ``None`` for the built-in synthetic data set.
+        format: reader format, ``None`` to detect it from the name.
+        user_col, item_col, rating_col, time_col, header: column names for CSV/TSV/Parquet.
+        min_rating: keep interactions rated at least this (implicit threshold).
+        kcore: iterated k-core filter on users and items (0 = off).
+        dedup: duplicate (user, item) policy, ``"last"`` or ``"first"``.
+        synthetic_seed: seed of the synthetic data set.
+    """
+
+    path: str | None = None
+    format: str | None = None
+    user_col: str | None = None
+    item_col: str | None = None
+    rating_col: str | None = None
+    time_col: str | None = None
+    header: bool = True
+    min_rating: float | None = None
+    kcore: int = 0
+    dedup: str = "last"
+    synthetic_seed: int = 0
+
+    def columns(self) -> ColumnNames:
+        return ColumnNames(self.user_col, self.item_col, self.rating_col, self.time_col, self.header)
+
+
+def is_graph_file(path: Path) -> bool:
+    """A converted graph: a ``.pt`` file."""
+    return path.is_file() and path.suffix == GRAPH_SUFFIX
+
+
+def load_data(cfg: DataConfig) -> Dataset:
+    """Load or convert the data a run asks for."""
+    if cfg.path is None:
+        return build(make_synthetic(SyntheticConfig(seed=cfg.synthetic_seed)), cfg.dedup,
+                     cfg.min_rating, cfg.kcore)
+    path = Path(cfg.path)
+    if is_graph_file(path):
+        ds = load(path)
+        for option, value, saved in (("--min-rating", cfg.min_rating, ds.meta.get("min_rating")),
+                                     ("--kcore", cfg.kcore or None, ds.meta.get("kcore"))):
+            if value is not None and value != saved:
+                raise GraphrecError(f"{option}: {path} is already converted (with {option[2:]}="
+                                    f"{saved}); filter when converting it instead")
+        return ds
+    raw = read(path, cfg.format, cfg.columns())
+    return build(raw, cfg.dedup, cfg.min_rating, cfg.kcore)
+
+
+__all__ = ["DataConfig", "load_data", "is_graph_file"]

@@ -1,0 +1,41 @@
+"""The model registry: a name maps to (model class, config dataclass). No import by string."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+from graphrec.errors import GraphrecError
+from graphrec.models.base import Recommender
+from graphrec.models.pop import PopConfig, Popularity
+from graphrec.models.random import RandomConfig, RandomRecommender
+
+REGISTRY: dict[str, tuple[type[Recommender], type]] = {
+    "pop": (Popularity, PopConfig),
+    "random": (RandomRecommender, RandomConfig),
+}
+
+
+def model_config(name: str, values: dict[str, Any] | None = None) -> Any:
+    """The config dataclass of model ``name`` filled from ``values``; unknown keys are errors."""
+    if name not in REGISTRY:
+        raise GraphrecError(f"--model: unknown model {name!r}; choose one of {', '.join(REGISTRY)}")
+    cls = REGISTRY[name][1]
+    values = dict(values or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise GraphrecError(f"model {name}: unknown option {unknown[0]!r}; options are "
+                            f"{', '.join(sorted(known)) or 'none'}")
+    return cls(**values)
+
+
+def build_model(name: str, num_users: int, num_items: int, cfg: Any = None) -> Recommender:
+    """Instantiate registered model ``name``."""
+    model_cls, cfg_cls = REGISTRY[name] if name in REGISTRY else (None, None)
+    if model_cls is None:
+        raise GraphrecError(f"--model: unknown model {name!r}; choose one of {', '.join(REGISTRY)}")
+    return model_cls(num_users, num_items, cfg if cfg is not None else cfg_cls())
+
+
+__all__ = ["REGISTRY", "Recommender", "build_model", "model_config"]

@@ -1,0 +1,43 @@
+"""The model contract every graphrec model follows.
+
+* ``fit(train)``: closed-form models (popularity, graph filters) compute what they need from the
+  training graph; trained models keep the default, which does nothing, and learn by ``loss``.
+* ``score(users) -> [B, num_items]``: scores of every item for a batch of users, used by the
+  evaluator and by recommend. Higher is better.
+* ``predict(users, items) -> [N]``: rating predictions, only where ``predicts_ratings`` is set.
+
+Models never build their own graph or read files: they get the training graph from the caller.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from torch_geometric.data import HeteroData
+
+from graphrec.errors import GraphrecError
+
+
+class Recommender(torch.nn.Module, ABC):
+    """Base class: a model over ``num_users`` users and ``num_items`` items."""
+
+    #: whether ``predict`` gives ratings (rating metrics are reported only then)
+    predicts_ratings: ClassVar[bool] = False
+
+    def __init__(self, num_users: int, num_items: int) -> None:
+        super().__init__()
+        self.num_users = int(num_users)
+        self.num_items = int(num_items)
+
+    def fit(self, train: HeteroData) -> None:
+        """Compute closed-form state from the training graph (no-op for trained models)."""
+
+    @abstractmethod
+    def score(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores of all items for ``users [B]``: ``[B, num_items]``."""
+
+    def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Rating predictions for pairs ``(users [N], items [N])``: ``[N]``."""
+        raise GraphrecError(f"model {type(self).__name__} does not predict ratings")

@@ -1,0 +1,234 @@
+"""Splits: pure functions of the graph into a training graph and held-out interaction sets.
+
+Every split first assigns each interaction exactly one part (train, valid, test, or dropped), so
+no interaction can land in two parts and together they cover the graph; then the training graph
+is rebuilt from the training edges only, so message passing never sees held-out edges.
+
+Rules for small users (documented in the README):
+
+* ``random`` / ``temporal``: a user with ``n`` interactions holds out ``round(n * test_ratio)``
+  for test and ``round(n * valid_ratio)`` for validation, but always keeps at least one
+  training interaction; a user too small for that keeps everything in training.
+* ``leave-one-out``: the last interaction is test and the second-to-last validation; users with
+  two interactions give only a test item, users with one keep it in training.
+* ``time-cut``: interactions at or after the cut are held out; held-out interactions of users
+  with no training interaction cannot be ranked by a collaborative model and are dropped (counted
+  in :attr:`Split.dropped`).
+* ``given``: the predefined parts of a LightGCN train/test pair; ``valid_ratio`` holds out a
+  random per-user part of the training file for validation.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch_geometric.data import HeteroData
+
+from graphrec.data.graph import edge_subgraph
+from graphrec.errors import GraphrecError
+from graphrec.schema import (EDGE, PART, PART_TEST, PART_TRAIN, PART_VALID, RATING, SEQ_PTR, TIME,
+                             USER)
+
+log = logging.getLogger(__name__)
+
+SPLIT_METHODS = ("random", "temporal", "time-cut", "leave-one-out", "given")
+DROPPED = 3  # part code of held-out interactions that cannot be evaluated (cold users)
+
+
+@dataclass
+class SplitConfig:
+    """How to split.
+
+    Args:
+        method: one of :data:`SPLIT_METHODS`.
+        test_ratio: fraction held out for test (``random``, ``temporal``, ``time-cut``).
+        valid_ratio: fraction held out for validation; ``None`` means the method's default
+            (a one-item validation part for ``leave-one-out``, none otherwise). For
+            ``leave-one-out`` any value above 0 turns the validation item on, 0 turns it off.
+        time_cut: ``time-cut`` only: Unix seconds; interactions at or after it are test.
+            ``None`` puts the cut at the ``1 - test_ratio`` quantile of all times.
+        seed: random seed (``random``, and validation of ``given``).
+    """
+
+    method: str = "random"
+    test_ratio: float = 0.2
+    valid_ratio: float | None = None
+    time_cut: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class Interactions:
+    """A held-out set of (user, item[, rating]) pairs in dense indices, sorted by user."""
+
+    user: torch.Tensor
+    item: torch.Tensor
+    rating: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.user.numel())
+
+    def csr(self, num_users: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ptr [num_users + 1], item [len])``: each user's items as a CSR row."""
+        counts = torch.bincount(self.user, minlength=num_users)
+        ptr = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
+        order = torch.argsort(self.user, stable=True)
+        return ptr, self.item[order]
+
+
+@dataclass
+class Split:
+    """The result of a split: a training graph and the held-out parts."""
+
+    train: HeteroData
+    test: Interactions
+    valid: Interactions | None = None
+    dropped: int = 0  # held-out interactions of users with no training data (time-cut)
+    parts: torch.Tensor | None = None  # [E] int8 part code of every interaction of the input
+
+
+def _check_ratio(name: str, value: float, low_open: bool) -> None:
+    ok = (0 < value < 1) if low_open else (0 <= value < 1)
+    if not ok:
+        interval = "(0, 1)" if low_open else "[0, 1)"
+        raise GraphrecError(f"--{name.replace('_', '-')}: must lie in {interval}, got {value}")
+
+
+def _rank_within_user(user: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """Position of each edge among its user's edges when they are ordered by ``key``."""
+    order = torch.argsort(key, stable=True)
+    order = order[torch.argsort(user[order], stable=True)]
+    counts = torch.bincount(user)
+    start = torch.cumsum(counts, 0) - counts
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel()) - start[user[order]]
+    return rank
+
+
+def _holdout_by_rank(user: torch.Tensor, rank: torch.Tensor, n: torch.Tensor, n_test: torch.Tensor,
+                     n_valid: torch.Tensor) -> torch.Tensor:
+    """Parts from per-user ranks: the ``n_test`` lowest ranks test, the next ``n_valid`` valid."""
+    n_test = torch.minimum(n_test, (n - 1).clamp(min=0))
+    n_valid = torch.minimum(n_valid, (n - 1 - n_test).clamp(min=0))
+    part = torch.full_like(user, PART_TRAIN, dtype=torch.int8)
+    r = rank
+    part[r < n_test[user]] = PART_TEST
+    part[(r >= n_test[user]) & (r < (n_test + n_valid)[user])] = PART_VALID
+    return part
+
+
+def _ratio_counts(n: torch.Tensor, ratio: float) -> torch.Tensor:
+    return torch.floor(n.double() * ratio + 0.5).long()  # round half up, same on every platform
+
+
+def assign_parts(graph: HeteroData, cfg: SplitConfig) -> torch.Tensor:
+    """The part code (0 train, 1 valid, 2 test, 3 dropped) of every interaction, as ``[E]`` int8.
+
+    Deterministic given ``cfg.seed``.
+    """
+    if cfg.method not in SPLIT_METHODS:
+        raise GraphrecError(f"--split: unknown method {cfg.method!r}; choose one of "
+                            f"{', '.join(SPLIT_METHODS)}")
+    store = graph[EDGE]
+    user = store.edge_index[0]
+    num_users = int(graph[USER].num_nodes)
+    n = torch.bincount(user, minlength=num_users)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    valid_ratio = cfg.valid_ratio
+
+    if cfg.method in ("random", "temporal"):
+        _check_ratio("test_ratio", cfg.test_ratio, True)
+        valid_ratio = valid_ratio or 0.0
+        _check_ratio("valid_ratio", valid_ratio, False)
+        if cfg.test_ratio + valid_ratio >= 1:
+            raise GraphrecError("--test-ratio plus --valid-ratio must be below 1")
+        if cfg.method == "random":
+            rank = _rank_within_user(user, torch.rand(user.numel(), generator=gen))
+        else:
+            if TIME not in store:
+                log.warning("the data has no timestamps: the temporal split uses file order")
+            # Edges are sorted by (user, time): position from the end is the recency rank.
+            ptr = graph[USER][SEQ_PTR]
+            rank = ptr[user + 1] - 1 - torch.arange(user.numel())
+        return _holdout_by_rank(user, rank, n, _ratio_counts(n, cfg.test_ratio),
+                                _ratio_counts(n, valid_ratio))
+
+    if cfg.method == "leave-one-out":
+        if TIME not in store:
+            log.warning("the data has no timestamps: leave-one-out takes the last item in file order")
+        ptr = graph[USER][SEQ_PTR]
+        rank = ptr[user + 1] - 1 - torch.arange(user.numel())
+        with_valid = valid_ratio is None or valid_ratio > 0
+        return _holdout_by_rank(user, rank, n, torch.ones_like(n),
+                                torch.full_like(n, int(with_valid)))
+
+    if cfg.method == "time-cut":
+        if TIME not in store:
+            raise GraphrecError("--split time-cut: the data has no timestamps")
+        time = store[TIME]
+        valid_ratio = valid_ratio or 0.0
+        _check_ratio("valid_ratio", valid_ratio, False)
+        if cfg.time_cut is not None:
+            test_cut = torch.tensor(int(cfg.time_cut))
+            valid_cut = test_cut
+            if valid_ratio > 0:
+                raise GraphrecError("--valid-ratio: with an explicit --time-cut there is no "
+                                    "validation cut; leave --valid-ratio out")
+        else:
+            _check_ratio("test_ratio", cfg.test_ratio, True)
+            if cfg.test_ratio + valid_ratio >= 1:
+                raise GraphrecError("--test-ratio plus --valid-ratio must be below 1")
+            t = time.double()
+            test_cut = torch.quantile(t, 1 - cfg.test_ratio, interpolation="higher")
+            valid_cut = torch.quantile(t, 1 - cfg.test_ratio - valid_ratio, interpolation="higher")
+        part = torch.full_like(user, PART_TRAIN, dtype=torch.int8)
+        part[time >= valid_cut] = PART_VALID
+        part[time >= test_cut] = PART_TEST
+        has_train = torch.bincount(user[part == PART_TRAIN], minlength=num_users) > 0
+        part[(part != PART_TRAIN) & ~has_train[user]] = DROPPED
+        return part
+
+    # given
+    if PART not in store or not (store[PART] == PART_TEST).any():
+        raise GraphrecError("--split given: the data has no predefined test part (it comes with "
+                            "a LightGCN train.txt/test.txt pair)")
+    part = store[PART].clone().to(torch.int8)
+    valid_ratio = valid_ratio or 0.0
+    _check_ratio("valid_ratio", valid_ratio, False)
+    if valid_ratio > 0:
+        train = part == PART_TRAIN
+        rank = _rank_within_user(user[train], torch.rand(int(train.sum()), generator=gen))
+        n_train = torch.bincount(user[train], minlength=num_users)
+        sub = _holdout_by_rank(user[train], rank, n_train, torch.zeros_like(n_train),
+                               _ratio_counts(n_train, valid_ratio))
+        part[train] = sub
+    return part
+
+
+def split(graph: HeteroData, cfg: SplitConfig) -> Split:
+    """Split ``graph`` by ``cfg`` into a training graph (training edges only, sequences rebuilt)
+    and held-out test and validation interactions."""
+    part = assign_parts(graph, cfg)
+    if not (part == PART_TRAIN).any():
+        raise GraphrecError(f"--split {cfg.method}: the split leaves no training data")
+    if not (part == PART_TEST).any():
+        raise GraphrecError(f"--split {cfg.method}: the split leaves no test data "
+                            "(too few interactions per user for this ratio?)")
+    dropped = int((part == DROPPED).sum())
+    if dropped:
+        log.warning("%d held-out interactions belong to users with no training data and are "
+                    "left out of evaluation", dropped)
+    store = graph[EDGE]
+
+    def held(code: int) -> Interactions:
+        mask = part == code
+        rating = store[RATING][mask] if RATING in store else None
+        return Interactions(store.edge_index[0][mask], store.edge_index[1][mask], rating)
+
+    valid = held(PART_VALID) if (part == PART_VALID).any() else None
+    return Split(edge_subgraph(graph, part == PART_TRAIN), held(PART_TEST), valid, dropped, part)
+
+
+__all__ = ["SPLIT_METHODS", "SplitConfig", "Interactions", "Split", "assign_parts", "split"]

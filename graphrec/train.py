@@ -1,0 +1,159 @@
+"""``python -m graphrec.train``: load or convert data, split, fit, evaluate, write a run folder.
+
+The run folder holds ``config.json`` (the resolved configuration) and ``metrics.json`` (a flat
+object of test metrics: ``recall@20``, ``ndcg@20``, ..., ``rmse`` when ratings are predicted),
+plus ``valid_metrics.json`` when the split has a validation part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from graphrec.cli import add_data_arguments, format_table, run
+from graphrec.config import RunConfig, parse_option, read_toml, resolve
+from graphrec.data.graph import Dataset
+from graphrec.data.source import load_data
+from graphrec.errors import GraphrecError
+from graphrec.evaluation.evaluator import evaluate
+from graphrec.models import REGISTRY, build_model, model_config
+from graphrec.schema import EDGE, PART, PART_TEST
+from graphrec.split import SPLIT_METHODS, Split, split
+from graphrec.utils import atomic_write_json, resolve_device
+
+log = logging.getLogger("graphrec.train")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m graphrec.train",
+        description="Train and evaluate a recommender. With no --data, uses the built-in "
+                    "synthetic data set.",
+    )
+    p.add_argument("--model", default=None, help=f"one of {', '.join(REGISTRY)} (default: pop)")
+    p.add_argument("--data", default=None,
+                   help="raw file, folder (LightGCN train/test pair) or converted graph (.pt)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/MODEL-TIMESTAMP)")
+    p.add_argument("--config", default=None, help="TOML file; flags override its values")
+    p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
+                   help="a model option, e.g. --set damping=10 (repeatable)")
+    p.add_argument("--device", default=None, help="auto (CUDA when present), cpu, cuda, cuda:1")
+    p.add_argument("--seed", type=int, default=None, help="global seed (default 0)")
+    add_data_arguments(p)
+    s = p.add_argument_group("splitting")
+    s.add_argument("--split", default=None, choices=SPLIT_METHODS,
+                   help="default: given when the data has a predefined test part, else random")
+    s.add_argument("--test-ratio", type=float, default=None, help="held-out fraction (default 0.2)")
+    s.add_argument("--valid-ratio", type=float, default=None,
+                   help="validation fraction (leave-one-out: 0 turns its validation item off)")
+    s.add_argument("--time-cut", type=int, default=None,
+                   help="time-cut split: Unix seconds where test starts")
+    s.add_argument("--split-seed", type=int, default=None, help="seed of the split (default 0)")
+    e = p.add_argument_group("evaluation")
+    e.add_argument("--k", type=int, nargs="+", default=None, help="cut-offs (default 10 20)")
+    e.add_argument("--metrics", nargs="+", default=None,
+                   help="recall precision ndcg map hit mrr (default: all)")
+    e.add_argument("--eval-batch", type=int, default=None,
+                   help="users scored at once (default: about 32M scores a batch)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Resolve the run's configuration from the flags and the optional TOML file."""
+    file_values = read_toml(args.config) if args.config else {}
+    flags: dict[str, dict[str, Any]] = {
+        "": {"model": args.model, "out": args.out, "device": args.device, "seed": args.seed},
+        "data": {"path": args.data, "format": args.format, "user_col": args.user_col,
+                 "item_col": args.item_col, "rating_col": args.rating_col,
+                 "time_col": args.time_col, "header": args.header,
+                 "min_rating": args.min_rating, "kcore": args.kcore, "dedup": args.dedup},
+        "split": {"method": args.split, "test_ratio": args.test_ratio,
+                  "valid_ratio": args.valid_ratio, "time_cut": args.time_cut,
+                  "seed": args.split_seed},
+        "eval": {"ks": tuple(args.k) if args.k else None,
+                 "metrics": tuple(args.metrics) if args.metrics else None,
+                 "batch_users": args.eval_batch, "progress": False if args.no_progress else None},
+        "model_options": dict(parse_option(o) for o in args.options),
+    }
+    if args.split is None and "method" not in file_values.get("split", {}):
+        flags["split"]["method"] = "auto"  # settled once the data is loaded
+    return resolve(file_values, flags)
+
+
+def _settle_split(cfg: RunConfig, ds: Dataset) -> None:
+    """``auto`` -> ``given`` when the data carries a predefined test part, else ``random``."""
+    if cfg.split.method == "auto":
+        store = ds.graph[EDGE]
+        given = PART in store and bool((store[PART] == PART_TEST).any())
+        cfg.split.method = "given" if given else "random"
+
+
+def train(cfg: RunConfig, out: Path) -> dict[str, float]:
+    """Run one experiment from a resolved config; writes the run folder and returns test metrics."""
+    torch.manual_seed(cfg.seed)
+    model_cfg = model_config(cfg.model, cfg.model_options)
+    device = resolve_device(cfg.device)
+    start = time.perf_counter()
+    ds = load_data(cfg.data)
+    _settle_split(cfg, ds)
+    log.info("data: %s users, %s items, %s interactions (%.1f s)", f"{ds.num_users:,}",
+             f"{ds.num_items:,}", f"{ds.num_interactions:,}", time.perf_counter() - start)
+    parts: Split = split(ds.graph, cfg.split)
+    log.info("split %s: %s train, %s valid, %s test interactions", cfg.split.method,
+             f"{parts.train['user', 'interacts', 'item'].num_edges:,}",
+             f"{len(parts.valid) if parts.valid is not None else 0:,}", f"{len(parts.test):,}")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "config.json", cfg.to_dict())
+
+    model = build_model(cfg.model, ds.num_users, ds.num_items, model_cfg).to(device)
+    fit_start = time.perf_counter()
+    model.fit(parts.train.to(device))
+    fit_seconds = time.perf_counter() - fit_start
+    if parts.valid is not None:
+        valid = evaluate(model, parts, "valid", cfg.eval)
+        atomic_write_json(out / "valid_metrics.json", valid)
+    eval_start = time.perf_counter()
+    metrics = evaluate(model, parts, "test", cfg.eval)
+    metrics["fit_seconds"] = fit_seconds
+    metrics["eval_seconds"] = time.perf_counter() - eval_start
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def metrics_table(metrics: dict[str, float]) -> str:
+    """Ranking metrics as a metric x K table, rating errors and timings below it."""
+    ranking = [k for k in metrics if "@" in k]
+    names = list(dict.fromkeys(k.split("@")[0] for k in ranking))
+    ks = sorted({int(k.split("@")[1]) for k in ranking})
+    rows = [[n] + [metrics.get(f"{n}@{k}", "") for k in ks] for n in names]
+    text = format_table(rows, ["metric"] + [f"@{k}" for k in ks]) if rows else ""
+    extra = [f"{k} = {v:.4f}" for k, v in metrics.items() if k in ("rmse", "mae")]
+    extra.append(f"test users = {int(metrics['users']):,}")
+    return text + "\n" + "   ".join(extra)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    cfg = config_from_args(args)
+    out = Path(cfg.out) if cfg.out else Path("runs") / (
+        f"{cfg.model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    if out.exists() and not out.is_dir():
+        raise GraphrecError(f"--out: {out} exists and is not a folder")
+    cfg.out = str(out)
+    metrics = train(cfg, out)
+    print(f"{cfg.model} on {cfg.data.path or 'synthetic'} ({cfg.split.method} split), test:")
+    print(metrics_table(metrics))
+    print(f"run folder: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,173 @@
+"""The command lines: convert and train end to end, config files, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import shared
+from graphrec import convert, train
+from graphrec.cli import run
+from graphrec.data.graph import load
+
+
+def run_main(main, argv, capsys):
+    code = run(main, argv)
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def write_lightgcn(folder):
+    folder.mkdir()
+    (folder / "train.txt").write_text("0 0 1 2\n1 1 2 3\n2 0 3\n3 2 4 1\n")
+    (folder / "test.txt").write_text("0 3\n1 0\n2 4 1\n3 0\n")
+    return folder
+
+
+def test_train_default_synthetic_writes_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = run_main(train.main, ["--out", str(out), "--no-progress"], capsys)
+    assert code == 0 and "recall" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert {"recall@20", "ndcg@20", "recall@10", "rmse", "mae"} <= set(metrics)
+    assert all(isinstance(v, (int, float)) for v in metrics.values())  # flat
+    assert config["model"] == "pop" and config["split"]["method"] == "random"
+    assert config["eval"]["ks"] == [10, 20]
+
+
+def test_train_on_lightgcn_folder_uses_given_split(tmp_path, capsys):
+    data = write_lightgcn(tmp_path / "lg")
+    out = tmp_path / "run"
+    code, _, _ = run_main(train.main, ["--data", str(data), "--out", str(out), "--no-progress",
+                                       "--k", "2"], capsys)
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert config["split"]["method"] == "given"
+    # Popularity counts in train: item 2 (3), items 0, 1, 3 (2 each), 4 (1); ties by lower id.
+    # User 0 (seen 0,1,2) gets [3, 4]: hit 3 -> recall 1. User 1 (seen 1,2,3) gets [0, 4]: hit 0.
+    # User 2 (seen 0,3) gets [2, 1]: hits 1 of {4, 1} -> 0.5. User 3 (seen 2,4,1) gets [0, 3]: hit.
+    assert metrics["recall@2"] == pytest.approx((1 + 1 + 0.5 + 1) / 4)
+    assert metrics["users"] == 4
+
+
+def test_convert_then_train_on_graph_file(tmp_path, capsys):
+    csv = tmp_path / "inter.csv"
+    csv.write_text("user,item,rating\nann,x,5\nann,y,3\nbob,x,4\nbob,z,2\ncy,y,5\ncy,z,1\n"
+                   "dee,x,3\ndee,y,4\ndee,z,5\n")
+    graph = tmp_path / "g.pt"
+    code, stdout, _ = run_main(convert.main, [str(csv), "-o", str(graph)], capsys)
+    assert code == 0 and "interactions" in stdout and "9" in stdout
+    ds = load(graph)
+    assert list(ds.users.raw) == ["ann", "bob", "cy", "dee"]
+    assert ds.num_items == 3 and ds.num_interactions == 9
+    code, _, _ = run_main(train.main, ["--data", str(graph), "--out", str(tmp_path / "r"),
+                                       "--test-ratio", "0.4", "--no-progress"], capsys)
+    assert code == 0
+
+
+def test_config_file_and_flags(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('model = "random"\n[split]\ntest_ratio = 0.3\n[eval]\nks = [5]\n'
+                   '[model_options]\nseed = 3\n')
+    out = tmp_path / "run"
+    code, _, _ = run_main(train.main, ["--config", str(cfg), "--out", str(out), "--k", "7",
+                                       "--no-progress"], capsys)
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"] == "random" and config["split"]["test_ratio"] == 0.3
+    assert config["eval"]["ks"] == [7]  # the flag wins over the file
+    assert config["model_options"] == {"seed": 3}
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model", "nope"], "--model: unknown model 'nope'"),
+    (["--set", "bogus=1"], "unknown option 'bogus'"),
+    (["--data", "/no/such/file.csv"], "/no/such/file.csv: no such file"),
+    (["--test-ratio", "1.5"], "--test-ratio: must lie in (0, 1)"),
+    (["--split", "given"], "no predefined test part"),
+    (["--k", "0"], "--k: cut-offs must be positive"),
+])
+def test_train_bad_input_is_one_line(argv, message, tmp_path, capsys):
+    code, _, err = run_main(train.main, argv + ["--out", str(tmp_path / "r"), "--no-progress"],
+                            capsys)
+    assert code == 2
+    error_lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and message in error_lines[0]
+    assert "Traceback" not in err
+
+
+def test_config_file_unknown_key(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[split]\ntest_ration = 0.3\n")
+    code, _, err = run_main(train.main, ["--config", str(cfg)], capsys)
+    assert code == 2 and "unknown key 'test_ration'" in err
+
+
+def test_convert_bad_output_name(tmp_path, capsys):
+    csv = tmp_path / "a.csv"
+    csv.write_text("user,item\n1,2\n")
+    code, _, err = run_main(convert.main, [str(csv), "-o", str(tmp_path / "g.bin")], capsys)
+    assert code == 2 and "must end in .pt" in err
+
+
+def test_module_entry_point_runs(tmp_path):
+    """``python -m graphrec.convert`` as a user runs it: exit code 2, one line, no traceback."""
+    proc = subprocess.run([sys.executable, "-m", "graphrec.convert", str(tmp_path / "x.csv"),
+                           "-o", str(tmp_path / "g.pt")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error:") and "Traceback" not in proc.stderr
+
+
+def test_ml100k_pop(tmp_path, capsys):
+    data = shared("ml-100k", "u.data")
+    out = tmp_path / "run"
+    code, _, _ = run_main(train.main, ["--data", str(data), "--out", str(out), "--no-progress"],
+                          capsys)
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["users"] == 943
+    assert 0.1 < metrics["recall@20"] < 0.3  # popularity is strong on MovieLens
+
+
+def test_gowalla_pop_matches_independent_protocol(tmp_path, capsys):
+    """Popularity on the Gowalla split, against the protocol written out in plain Python."""
+    folder = shared("gowalla")
+    out = tmp_path / "run"
+    code, _, _ = run_main(train.main, ["--data", str(folder), "--out", str(out), "--k", "20",
+                                       "--no-progress"], capsys)
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+
+    def read(path):
+        rows = {}
+        for line in open(path):
+            t = [int(x) for x in line.split()]
+            if t:
+                rows[t[0]] = t[1:]
+        return rows
+
+    tr, te = read(folder / "train.txt"), read(folder / "test.txt")
+    counts = np.bincount([i for v in tr.values() for i in v], minlength=40981)
+    order = np.argsort(-counts, kind="stable")  # most popular first, ties by lower id
+    recall = ndcg = 0.0
+    for u, test_items in te.items():
+        seen, relevant = set(tr[u]), set(test_items)
+        top = []
+        for i in order:  # walk the global ranking, skipping the user's training items
+            if i not in seen:
+                top.append(int(i))
+                if len(top) == 20:
+                    break
+        hits = [i in relevant for i in top]
+        recall += sum(hits) / len(relevant)
+        dcg = sum(h / np.log2(r + 2) for r, h in enumerate(hits))
+        ndcg += dcg / sum(1 / np.log2(r + 2) for r in range(min(len(relevant), 20)))
+    assert metrics["users"] == len(te) == 29858
+    assert metrics["recall@20"] == pytest.approx(recall / len(te), abs=1e-6)
+    assert metrics["ndcg@20"] == pytest.approx(ndcg / len(te), abs=1e-6)
