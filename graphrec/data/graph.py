@@ -294,9 +294,9 @@ def build(
     if PART in frame:
         cross = frame.duplicated(["user", "item"], keep=False).to_numpy()
         if cross.any():
-            row = frame[cross].iloc[0]
+            user, item = frame[cross][["user", "item"]].iloc[0].tolist()  # Python values
             raise GraphrecError(
-                f"{raw.source}: user {row['user']!r} has item {row['item']!r} in both the training "
+                f"{raw.source}: user {user!r} has item {item!r} in both the training "
                 f"and the test file ({int(cross.sum()) // 2} such pairs); that would leak test data"
             )
     meta["duplicates"] = n_before - len(frame)

@@ -104,8 +104,9 @@ def convert_time(values: pd.Series, path: str) -> pd.Series:
     text = values.astype("string").str.strip()
     num = pd.to_numeric(text, errors="coerce")
     if not num.isna().any():
-        if not np.isfinite(num.to_numpy(dtype="float64")).all():
-            raise GraphrecError(f"{path}: timestamps must be finite")
+        bad = ~np.isfinite(num.to_numpy(dtype="float64"))
+        if bad.any():
+            raise GraphrecError(f"{path}: {_lines(values.to_frame(), bad)}: timestamps must be finite")
         return num.astype("float64").round().astype("int64")
     try:
         parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
@@ -113,10 +114,14 @@ def convert_time(values: pd.Series, path: str) -> pd.Series:
         parsed = pd.Series(pd.NaT, index=text.index)
     bad = parsed.isna().to_numpy()
     if bad.any():
-        first = values[bad].iloc[0]
+        # Name the lines that are neither first; else the column mixes numbers and dates.
+        neither = bad & num.isna().to_numpy()
+        what = "is neither a number of seconds nor a date"
+        if not neither.any():
+            neither, what = bad, "is a number where other lines hold dates"
+        first = values[neither].iloc[0]
         raise GraphrecError(
-            f"{path}: {_lines(values.to_frame(), bad)}: timestamp {str(first)!r} is neither a "
-            "number of seconds nor a date"
+            f"{path}: {_lines(values.to_frame(), neither)}: timestamp {str(first)!r} {what}"
         )
     # pandas >= 3 parses strings at microsecond (not nanosecond) resolution: divide by a
     # Timedelta, which is right at any resolution.
@@ -422,7 +427,7 @@ def read_lightgcn(train: str | Path, test: str | Path | None = None) -> RawData:
                 te[col] = te[col].astype(str).astype(object)
             absent = ~te[col].isin(pd.unique(tr[col]))
             if absent.any():
-                first = te[col][absent.to_numpy()].iloc[0]
+                first = te[col][absent.to_numpy()].tolist()[0]  # a Python value for the repr
                 raise GraphrecError(
                     f"{test}: {_lines(te, absent.to_numpy())}: {col} {first!r} does not occur in "
                     f"the training file {train.name}"

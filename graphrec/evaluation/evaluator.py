@@ -34,14 +34,15 @@ class EvalConfig:
         ks: cut-offs, e.g. ``(10, 20)``.
         metrics: ranking metric names from :data:`RANKING_METRICS`.
         batch_users: users scored at once; ``0`` picks a batch of about 32M scores.
-        device: where scores are ranked (``"auto"``: the model's device).
+        progress: show a progress bar.
+
+    Scores are ranked on the device the model returns them on.
     """
 
     ks: tuple[int, ...] = (10, 20)
     metrics: tuple[str, ...] = RANKING_METRICS
     batch_users: int = 0
     progress: bool = True
-    device: str = "auto"
 
     def __post_init__(self) -> None:
         self.ks = tuple(int(k) for k in self.ks)
@@ -90,6 +91,14 @@ def topk_excluding(scores: torch.Tensor, users: torch.Tensor, exclude: tuple[tor
     return torch.topk(scores, min(k, scores.size(1)), dim=1)
 
 
+def device_of(model: object) -> torch.device:
+    """Where a model keeps its tensors (its first parameter or buffer), else the CPU."""
+    if isinstance(model, torch.nn.Module):
+        for tensor in list(model.parameters()) + list(model.buffers()):
+            return tensor.device
+    return torch.device("cpu")
+
+
 @torch.no_grad()
 def evaluate_ranking(
     model: Scorer,
@@ -122,9 +131,10 @@ def evaluate_ranking(
     sums = {f"{m}@{k}": 0.0 for m in cfg.metrics for k in cfg.ks}
     bar = tqdm(total=users.numel(), desc="evaluating", unit="user", disable=not cfg.progress,
                leave=False)
+    model_device = device_of(model)
     for start in range(0, users.numel(), batch):
         u = users[start:start + batch]
-        scores = model.score(u)  # [B, I]
+        scores = model.score(u.to(model_device))  # [B, I]
         dev = scores.device
         ud = u.to(dev)
         values, top = topk_excluding(scores.float(), ud, exclude, kmax)  # [B, K]
@@ -150,7 +160,9 @@ def evaluate_rating(model, heldout: Interactions, batch: int = 1 << 16) -> dict[
         raise GraphrecError("rating metrics need held-out ratings; the data has none")
     sq, ab = 0.0, 0.0
     for s in range(0, len(heldout), batch):
-        pred = model.predict(heldout.user[s:s + batch], heldout.item[s:s + batch]).float().cpu()
+        dev = device_of(model)
+        pred = model.predict(heldout.user[s:s + batch].to(dev),
+                             heldout.item[s:s + batch].to(dev)).float().cpu()
         err = pred - heldout.rating[s:s + batch].float()
         sq += float((err * err).sum())
         ab += float(err.abs().sum())
