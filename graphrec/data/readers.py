@@ -10,6 +10,7 @@ Bad input raises :class:`~graphrec.errors.GraphrecError` with the file and line.
 
 from __future__ import annotations
 
+import csv
 import io
 import warnings
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ ITEM_ALIASES = ("item", "item_id", "itemid", "itemId", "movieId", "movie_id", "i
 RATING_ALIASES = ("rating", "ratings", "score", "stars")
 TIME_ALIASES = ("timestamp", "time", "ts", "datetime", "date", "unix_timestamp")
 
-_INT_RE = r"-?(?:0|[1-9][0-9]*)"
+_INT_RE = r"(?:0|-?[1-9][0-9]*)"  # canonical integers only: "007" and "-0" stay strings
 _PROGRESS_BYTES = 64 << 20  # show a progress bar for inputs larger than this
 
 
@@ -177,6 +178,9 @@ def _read_delimited(
         skip_blank_lines=False,
         index_col=False,  # never take a first column as the index when lines have extra fields
         engine="c",
+        # Tab-separated files (u.data, RecBole atomic files) have no quoting: a field starting
+        # with '"' is text, and an unmatched quote must not swallow the lines after it.
+        quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL,
     )
     try:
         with warnings.catch_warnings():
@@ -356,8 +360,21 @@ def read_atomic_features(path: str | Path) -> tuple[pd.DataFrame, dict[str, str]
         raise GraphrecError(f"{path}: id {dup!r} appears on more than one line")
     feats = frame.drop(columns=names[0])
     for name, typ in zip(names[1:], types[1:]):
+        col = feats[name].astype("string").str.strip()
         if typ == "float":
-            feats[name] = pd.to_numeric(feats[name].replace("", np.nan), errors="coerce").astype("float32")
+            num = pd.to_numeric(col.replace("", pd.NA), errors="coerce")
+            bad = (num.isna() & (col != "")).to_numpy()
+            if bad.any():
+                raise GraphrecError(f"{path}: {_lines(feats, bad)}: {name} value "
+                                    f"{col[bad].iloc[0]!r} is not a number")
+            feats[name] = num.astype("float32")
+        elif typ == "float_seq":
+            tokens = col.str.split().explode().dropna()
+            bad_tokens = pd.to_numeric(tokens, errors="coerce").isna()
+            if bad_tokens.any():
+                bad = feats.index.isin(tokens.index[bad_tokens.to_numpy()])
+                raise GraphrecError(f"{path}: {_lines(feats, bad)}: {name} value "
+                                    f"{tokens[bad_tokens].iloc[0]!r} is not a number")
     feats.index = pd.Index(ids.to_numpy(), name="id")
     return feats, dict(zip(names[1:], types[1:]))
 
