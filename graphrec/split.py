@@ -113,9 +113,8 @@ def _holdout_by_rank(user: torch.Tensor, rank: torch.Tensor, n: torch.Tensor, n_
     n_test = torch.minimum(n_test, (n - 1).clamp(min=0))
     n_valid = torch.minimum(n_valid, (n - 1 - n_test).clamp(min=0))
     part = torch.full_like(user, PART_TRAIN, dtype=torch.int8)
-    r = rank
-    part[r < n_test[user]] = PART_TEST
-    part[(r >= n_test[user]) & (r < (n_test + n_valid)[user])] = PART_VALID
+    part[rank < n_test[user]] = PART_TEST
+    part[(rank >= n_test[user]) & (rank < (n_test + n_valid)[user])] = PART_VALID
     return part
 
 

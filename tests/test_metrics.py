@@ -157,3 +157,22 @@ def test_eval_config_rejects_bad_values():
         EvalConfig(ks=(0,))
     with pytest.raises(GraphrecError, match="--metrics"):
         EvalConfig(metrics=("auc",))
+
+
+def test_evaluation_leaves_model_state_alone():
+    """A model whose scores are a view of its own buffer keeps its buffer through evaluation."""
+
+    class ViewModel(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("item_score", torch.arange(8, dtype=torch.float32))
+
+        def score(self, users):
+            return self.item_score.unsqueeze(0).expand(users.numel(), -1)
+
+    model = ViewModel()
+    before = model.item_score.clone()
+    test, _ = csr(3, [(0, 1), (1, 2), (2, 3)])
+    _, train_csr = csr(3, [(0, 7), (1, 6), (2, 5)])
+    evaluate_ranking(model, 8, test, train_csr, EvalConfig(ks=(2,), progress=False))
+    assert torch.equal(model.item_score, before)

@@ -288,6 +288,7 @@ def build(
     # Duplicates: within each predefined part, then across parts (that would be leakage).
     n_before = len(frame)
     if TIME in frame:
+        # Stable: equal times stay in file order, which make_graph keeps as the tie-break.
         frame = frame.sort_values(TIME, kind="stable")
     keys = ["user", "item"] + ([PART] if PART in frame else [])
     frame = frame.drop_duplicates(keys, keep=dedup)
@@ -315,16 +316,14 @@ def build(
     if len(frame) == 0:
         raise GraphrecError(f"{raw.source}: no interactions left after filtering "
                             f"(min_rating={min_rating}, kcore={kcore})")
-    # The frame was reordered by time for deduplication; restore file order for the tie-break.
-    order = np.argsort(frame.index.to_numpy(), kind="stable")
     users, items = IdMap.from_index(user_raw), IdMap.from_index(item_raw)
     edge_attrs = {}
     if RATING in frame:
-        edge_attrs[RATING] = torch.from_numpy(frame[RATING].to_numpy(np.float32)[order])
+        edge_attrs[RATING] = torch.from_numpy(frame[RATING].to_numpy(np.float32, copy=True))
     if TIME in frame:
-        edge_attrs[TIME] = torch.from_numpy(frame[TIME].to_numpy(np.int64)[order])
+        edge_attrs[TIME] = torch.from_numpy(frame[TIME].to_numpy(np.int64, copy=True))
     if PART in frame:
-        edge_attrs[PART] = torch.from_numpy(frame[PART].to_numpy(np.int8)[order])
+        edge_attrs[PART] = torch.from_numpy(frame[PART].to_numpy(np.int8, copy=True))
 
     features: dict[str, Any] = {}
     node_attrs: dict[str, dict[str, Any]] = {USER: {}, ITEM: {}}
@@ -335,8 +334,8 @@ def build(
             )
     graph = make_graph(
         len(users), len(items),
-        torch.from_numpy(user_codes[order].astype(np.int64)),
-        torch.from_numpy(item_codes[order].astype(np.int64)),
+        torch.from_numpy(user_codes.astype(np.int64)),
+        torch.from_numpy(item_codes.astype(np.int64)),
         edge_attrs, node_attrs[USER], node_attrs[ITEM],
     )
     meta["features"] = features

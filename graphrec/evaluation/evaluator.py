@@ -81,14 +81,26 @@ def merge_csr(num_users: int, parts: list[tuple[torch.Tensor, torch.Tensor]]
 
 
 def topk_excluding(scores: torch.Tensor, users: torch.Tensor, exclude: tuple[torch.Tensor, torch.Tensor],
-                   k: int) -> tuple[torch.Tensor, torch.Tensor]:
+                   k: int, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``k`` items per row of ``scores [B, I]`` after setting the CSR ``exclude`` items of
     ``users`` to -inf. Returns ``(values, indices)``, each ``[B, min(k, I)]``; excluded items
-    can only appear with value -inf, when fewer than ``k`` items remain."""
+    can only appear with value -inf, when fewer than ``k`` items remain. ``inplace`` writes the
+    -inf into ``scores`` itself, saving a copy of the batch's scores."""
     ptr, items = exclude
     pos, cols = csr_rows(ptr.to(users.device), items.to(users.device), users)
-    scores = scores.index_put((pos, cols), torch.tensor(-math.inf, device=scores.device))
+    minus_inf = torch.tensor(-math.inf, device=scores.device)
+    scores = scores.index_put_((pos, cols), minus_inf) if inplace else scores.index_put((pos, cols), minus_inf)
     return torch.topk(scores, min(k, scores.size(1)), dim=1)
+
+
+def shares_memory_with(tensor: torch.Tensor, model: object) -> bool:
+    """Whether ``tensor`` lives in the storage of one of ``model``'s parameters or buffers (a
+    view such as ``buffer.expand(...)``), so writing into it would change the model."""
+    if not isinstance(model, torch.nn.Module):
+        return True  # unknown owner: never write in place
+    ptr = tensor.untyped_storage().data_ptr()
+    return any(t.untyped_storage().data_ptr() == ptr
+               for t in list(model.parameters()) + list(model.buffers()))
 
 
 def device_of(model: object) -> torch.device:
@@ -137,7 +149,9 @@ def evaluate_ranking(
         scores = model.score(u.to(model_device))  # [B, I]
         dev = scores.device
         ud = u.to(dev)
-        values, top = topk_excluding(scores.float(), ud, exclude, kmax)  # [B, K]
+        # The batch's scores are ours to overwrite unless they are the model's own memory.
+        inplace = scores.dtype == torch.float32 and not shares_memory_with(scores, model)
+        values, top = topk_excluding(scores.float(), ud, exclude, kmax, inplace)  # [B, K]
         pos, cols = csr_rows(rel_ptr.to(dev), rel_items.to(dev), ud)
         relevant = torch.zeros(u.numel(), num_items, dtype=torch.bool, device=dev)
         relevant[pos, cols] = True
