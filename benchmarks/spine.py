@@ -204,20 +204,24 @@ def child_convert(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
-class EmbeddingScorer:
+def make_embedding_scorer(num_users: int, num_items: int, dim: int = EMBED_DIM,
+                          seed: int = EMBED_SEED) -> Any:
     """Stands in for a trained two-tower/MF model: ``score(users) = user_emb[users] @ item_emb.T``
-    with fixed-seed random normal embeddings."""
+    with fixed-seed random normal embeddings. A ``torch.nn.Module`` like every graphrec model,
+    so the evaluator knows the scores it returns are fresh memory it may overwrite."""
+    import torch
 
-    def __init__(self, num_users: int, num_items: int, dim: int = EMBED_DIM,
-                 seed: int = EMBED_SEED) -> None:
-        import torch
+    class EmbeddingScorer(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            gen = torch.Generator().manual_seed(seed)
+            self.register_buffer("user_emb", torch.randn(num_users, dim, generator=gen))
+            self.register_buffer("item_emb", torch.randn(num_items, dim, generator=gen))
 
-        gen = torch.Generator().manual_seed(seed)
-        self.user_emb = torch.randn(num_users, dim, generator=gen)
-        self.item_emb = torch.randn(num_items, dim, generator=gen)
+        def score(self, users: Any) -> Any:
+            return self.user_emb[users] @ self.item_emb.T  # [B, I]
 
-    def score(self, users: Any) -> Any:
-        return self.user_emb[users] @ self.item_emb.T
+    return EmbeddingScorer()
 
 
 def _eval_child(args: argparse.Namespace, make_model: Callable[[Any, int, int], Any]
@@ -252,7 +256,7 @@ def _eval_child(args: argparse.Namespace, make_model: Callable[[Any, int, int], 
 
 
 def child_eval_emb(args: argparse.Namespace) -> dict[str, Any]:
-    return _eval_child(args, lambda sp, n_users, n_items: EmbeddingScorer(n_users, n_items))
+    return _eval_child(args, lambda sp, n_users, n_items: make_embedding_scorer(n_users, n_items))
 
 
 def child_eval_pop(args: argparse.Namespace) -> dict[str, Any]:
