@@ -1,0 +1,24 @@
+"""The benchmark scripts still run (their --quick versions), so they cannot rot."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_spine_quick(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "spine.py"), "--quick",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in (tmp_path / "spine.jsonl").read_text().splitlines()]
+    names = {r["name"] for r in records}
+    assert {"convert", "eval_emb", "eval_pop"} <= names
+    for r in records:
+        if r["name"] != "import_baseline":  # the baseline only measures memory
+            assert r["seconds"]["median"] > 0
+        assert r["memory_mib"]["peak_rss_mib"] > 0
+    assert (tmp_path / "spine.md").read_text().startswith("Spine benchmark")
