@@ -23,7 +23,7 @@ from graphrec.data.graph import Dataset
 from graphrec.data.source import load_data
 from graphrec.errors import GraphrecError
 from graphrec.evaluation.evaluator import evaluate
-from graphrec.models import REGISTRY, build_model, model_config
+from graphrec.models import REGISTRY, build_model, canonical_name, model_config
 from graphrec.schema import EDGE, PART, PART_TEST
 from graphrec.split import SPLIT_METHODS, Split, split
 from graphrec.utils import atomic_write_json, resolve_device
@@ -37,7 +37,8 @@ def parser() -> argparse.ArgumentParser:
         description="Train and evaluate a recommender. With no --data, uses the built-in "
                     "synthetic data set.",
     )
-    p.add_argument("--model", default=None, help=f"one of {', '.join(REGISTRY)} (default: pop)")
+    p.add_argument("--model", default=None,
+                   help=f"one of {', '.join(REGISTRY)} (gfcf = graph-filter; default: pop)")
     p.add_argument("--data", default=None,
                    help="raw file, folder (LightGCN train/test pair) or converted graph (.pt)")
     p.add_argument("--out", default=None, help="run folder (default: runs/MODEL-TIMESTAMP)")
@@ -99,6 +100,7 @@ def _settle_split(cfg: RunConfig, ds: Dataset) -> None:
 def train(cfg: RunConfig, out: Path) -> dict[str, float]:
     """Run one experiment from a resolved config; writes the run folder and returns test metrics."""
     torch.manual_seed(cfg.seed)
+    cfg.model = canonical_name(cfg.model)
     model_cfg = model_config(cfg.model, cfg.model_options)
     device = resolve_device(cfg.device)
     start = time.perf_counter()

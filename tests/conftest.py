@@ -28,7 +28,7 @@ def random_graph(num_users: int = 13, num_items: int = 29, per_user: tuple[int, 
     g = torch.Generator().manual_seed(seed)
     users, items = [], []
     for u in range(num_users):  # building a fixture, not a hot path
-        n = int(torch.randint(per_user[0], per_user[1] + 1, (1,), generator=g))
+        n = min(int(torch.randint(per_user[0], per_user[1] + 1, (1,), generator=g)), num_items)
         chosen = torch.randperm(num_items, generator=g)[:n]
         users.append(torch.full((n,), u))
         items.append(chosen)

@@ -7,17 +7,26 @@ from typing import Any
 
 from graphrec.errors import GraphrecError
 from graphrec.models.base import Recommender
+from graphrec.models.graph_filter import GraphFilter, GraphFilterConfig
 from graphrec.models.pop import PopConfig, Popularity
 from graphrec.models.random import RandomConfig, RandomRecommender
 
 REGISTRY: dict[str, tuple[type[Recommender], type]] = {
     "pop": (Popularity, PopConfig),
     "random": (RandomRecommender, RandomConfig),
+    "graph-filter": (GraphFilter, GraphFilterConfig),
 }
+ALIASES = {"gfcf": "graph-filter"}
+
+
+def canonical_name(name: str) -> str:
+    """The registered name of ``name`` (aliases such as ``gfcf`` resolved)."""
+    return ALIASES.get(name, name)
 
 
 def model_config(name: str, values: dict[str, Any] | None = None) -> Any:
     """The config dataclass of model ``name`` filled from ``values``; unknown keys are errors."""
+    name = canonical_name(name)
     if name not in REGISTRY:
         raise GraphrecError(f"--model: unknown model {name!r}; choose one of {', '.join(REGISTRY)}")
     cls = REGISTRY[name][1]
@@ -32,10 +41,11 @@ def model_config(name: str, values: dict[str, Any] | None = None) -> Any:
 
 def build_model(name: str, num_users: int, num_items: int, cfg: Any = None) -> Recommender:
     """Instantiate registered model ``name``."""
+    name = canonical_name(name)
     model_cls, cfg_cls = REGISTRY[name] if name in REGISTRY else (None, None)
     if model_cls is None:
         raise GraphrecError(f"--model: unknown model {name!r}; choose one of {', '.join(REGISTRY)}")
     return model_cls(num_users, num_items, cfg if cfg is not None else cfg_cls())
 
 
-__all__ = ["REGISTRY", "Recommender", "build_model", "model_config"]
+__all__ = ["REGISTRY", "ALIASES", "Recommender", "build_model", "canonical_name", "model_config"]

@@ -31,6 +31,17 @@ class Recommender(torch.nn.Module, ABC):
         self.num_users = int(num_users)
         self.num_items = int(num_items)
 
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        # Closed-form models size their buffers from the training data, so a fresh instance
+        # cannot know the shapes yet: take them from the saved state.
+        for name, buf in list(self._buffers.items()):
+            saved = state_dict.get(prefix + name)
+            if buf is not None and saved is not None and saved.shape != buf.shape:
+                self._buffers[name] = torch.empty(saved.shape, dtype=saved.dtype, device=buf.device)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
     def fit(self, train: HeteroData) -> None:
         """Compute closed-form state from the training graph (no-op for trained models)."""
 

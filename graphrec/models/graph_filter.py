@@ -1,0 +1,182 @@
+"""Training-free graph filter (GF-CF: Shen et al., "How Powerful is Graph Convolution for
+Recommendation?", CIKM 2021).
+
+For a user with binary training row ``r_u`` the scores of all items are::
+
+    s_u = r_u R~^T R~  +  alpha * r_u D_I^-1/2 V V^T D_I^1/2
+
+with ``R~ = D_U^-1/2 R D_I^-1/2`` the symmetric normalization of the user-item training matrix
+(the normalization LightGCN propagates with) and ``V`` its top-``k`` right singular vectors.
+
+The link to LightGCN: one LightGCN hop from items to users and back multiplies by
+``R~^T R~``, so the first term is two hops of propagation over the normalized graph without any
+embedding or training, a linear low-pass filter. Stacking many hops keeps only the largest
+singular directions of ``R~``; the second term is that many-layer limit, an ideal low-pass
+filter onto the top-``k`` singular subspace, taken in closed form.
+
+Fitting builds the sparse item-item matrix ``G = R~^T R~`` (never dense) and a truncated SVD:
+``torch.svd_lowrank`` (Halko et al.'s randomized method, a few sparse products with a
+``k + oversample``-column block, seconds on Gowalla where Lanczos takes minutes; deterministic
+under ``seed``), or ``"exact"`` (dense LAPACK, small graphs only). Scoring is batched:
+``r_B G`` is a sparse-sparse product (scipy on CPU, split over threads; torch sparse on other
+devices) and the low-pass term two thin dense products. What is saved is the training graph and
+``V``; ``G`` is rebuilt from them when first needed. Users with no training interaction get
+popularity scores (their ``r_u`` is zero).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch_geometric.data import HeteroData
+
+from graphrec.errors import GraphrecError
+from graphrec.models.base import Recommender
+from graphrec.schema import SEQ_ITEM, SEQ_PTR, USER
+
+log = logging.getLogger(__name__)
+
+SVD_METHODS = ("randomized", "exact")
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence torch's notice that sparse CSR support is in beta (it is used as documented)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        yield
+
+
+@dataclass
+class GraphFilterConfig:
+    """Args:
+        alpha: weight of the ideal low-pass term (0: the linear filter alone).
+        k: number of singular vectors in the ideal low-pass term (0: none).
+        svd: ``"randomized"`` (``torch.svd_lowrank``) or ``"exact"`` (dense, small graphs).
+        oversample, niter: randomized SVD's extra columns and power iterations.
+        seed: seed of the randomized SVD.
+        threads: CPU threads for the sparse products (0: ``torch.get_num_threads()``).
+    """
+
+    alpha: float = 0.3
+    k: int = 256
+    svd: str = "randomized"
+    oversample: int = 64
+    niter: int = 4
+    seed: int = 0
+    threads: int = 0
+
+
+class GraphFilter(Recommender):
+    """Closed-form low-pass filtering of the user-item graph; nothing is trained."""
+
+    def __init__(self, num_users: int, num_items: int, cfg: GraphFilterConfig | None = None) -> None:
+        super().__init__(num_users, num_items)
+        self.cfg = cfg = cfg or GraphFilterConfig()
+        if cfg.alpha < 0 or cfg.k < 0 or cfg.svd not in SVD_METHODS:
+            raise GraphrecError(f"graph-filter: need alpha >= 0, k >= 0 and svd in {SVD_METHODS}")
+        self.register_buffer("user_ptr", torch.zeros(num_users + 1, dtype=torch.long))  # train CSR
+        self.register_buffer("user_items", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("basis", torch.zeros(num_items, 0))  # V [I, k]
+        self._cache: tuple | None = None  # (device, G, rows, low_in, low_out, ...), derived
+        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_cache", None))
+
+    def fit(self, train: HeteroData) -> None:
+        k = min(self.cfg.k, self.num_users, self.num_items)
+        if k < self.cfg.k:  # a small graph has fewer singular vectors: use them all
+            log.warning("graph-filter: k=%d exceeds min(users, items); using k=%d", self.cfg.k, k)
+        self.user_ptr = train[USER][SEQ_PTR].clone()
+        self.user_items = train[USER][SEQ_ITEM].clone()
+        self._cache = None
+        basis = torch.zeros(self.num_items, k, device=self.user_ptr.device)
+        if k:
+            with _quiet():
+                norm = self._normalized().to_sparse_csr()  # R~ [U, I]
+            if self.cfg.svd == "exact":
+                basis = torch.linalg.svd(norm.to_dense(), full_matrices=False)[2][:k].T
+            else:
+                q = min(k + self.cfg.oversample, self.num_users, self.num_items)
+                devices = [self.user_ptr.device] if self.user_ptr.is_cuda else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(self.cfg.seed)
+                    basis = torch.svd_lowrank(norm, q=q, niter=self.cfg.niter)[2][:, :k]
+        self.basis = basis.contiguous()
+
+    def _degrees(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        user = torch.repeat_interleave(torch.arange(self.num_users, device=self.user_ptr.device),
+                                       self.user_ptr.diff())
+        return (user, self.user_ptr.diff().float(),
+                torch.bincount(self.user_items, minlength=self.num_items).float())
+
+    def _normalized(self) -> torch.Tensor:
+        """R~ = D_U^-1/2 R D_I^-1/2 as a sparse COO tensor [U, I] (zero degrees stay zero)."""
+        user, du, di = self._degrees()
+        value = du[user].rsqrt() * di[self.user_items].rsqrt()
+        return torch.sparse_coo_tensor(torch.stack([user, self.user_items]), value,
+                                       (self.num_users, self.num_items),
+                                       check_invariants=False).coalesce()
+
+    def _prepared(self) -> tuple:
+        """Derived state for the current device, built on first use after fit or load."""
+        device = self.user_ptr.device
+        if self._cache is None or self._cache[0] != device:
+            self._cache = self._build(scipy_products=device.type == "cpu")
+        return self._cache
+
+    def _build(self, scipy_products: bool) -> tuple:
+        """G = R~^T R~, the binary training rows and the low-pass factors: scipy matrices for
+        CPU scoring, torch sparse tensors on other devices."""
+        _, du, di = self._degrees()
+        low_in = self.basis * di.clamp(min=1).rsqrt().where(di > 0, 0).unsqueeze(1)  # [I, k]
+        low_out = (self.basis * di.sqrt().unsqueeze(1)).T.contiguous()  # [k, I]
+        norm = self._normalized()
+        ones = torch.ones_like(self.user_items, dtype=torch.float32)
+        shape = (self.num_users, self.num_items)
+        if scipy_products:
+            n = sp.csr_matrix((norm.values().numpy(), norm.indices().numpy()), shape=shape).tocsr()
+            gram = (n.T.tocsr() @ n).tocsr()
+            rows = sp.csr_matrix((ones.numpy(), self.user_items.numpy(), self.user_ptr.numpy()),
+                                 shape=shape)
+        else:
+            with _quiet():
+                csr = norm.to_sparse_csr()
+                gram = torch.sparse.mm(csr.t().to_sparse_csr(), csr)
+                rows = torch.sparse_csr_tensor(self.user_ptr, self.user_items, ones, shape,
+                                               check_invariants=False)
+        pop = di / di.max().clamp(min=1)  # cold-user fallback
+        return (self.user_ptr.device, gram, rows, low_in, low_out, du, pop)
+
+    def score(self, users: torch.Tensor) -> torch.Tensor:
+        _, gram, rows, low_in, low_out, du, pop = self._prepared()
+        if isinstance(gram, sp.csr_matrix):
+            r_b = rows[users.cpu().numpy()]  # [B, I] sparse, binary
+            out = np.empty((users.numel(), self.num_items), dtype=np.float32)
+            parts = np.array_split(np.arange(users.numel()), self.cfg.threads or torch.get_num_threads())
+            parts = [p for p in parts if len(p)]
+
+            def linear(idx: np.ndarray) -> None:  # scipy releases the GIL in sparse products
+                out[idx[0]: idx[-1] + 1] = (r_b[idx[0]: idx[-1] + 1] @ gram).toarray()
+
+            with ThreadPoolExecutor(len(parts)) as pool:
+                list(pool.map(linear, parts))
+            scores = torch.from_numpy(out)  # [B, I]
+            low = torch.from_numpy(np.asarray(r_b @ low_in.numpy(), dtype=np.float32))  # [B, k]
+        else:
+            with _quiet():
+                r_b = torch.index_select(rows.to_sparse_coo(), 0, users).to_sparse_csr()
+                scores = torch.sparse.mm(r_b, gram).to_dense()  # [B, I]
+                low = torch.sparse.mm(r_b, low_in)  # [B, k]
+        if self.cfg.alpha and low.size(1):
+            scores.addmm_(low, low_out, alpha=self.cfg.alpha)
+        cold = du[users] == 0
+        if cold.any():
+            scores[cold] = pop
+        return scores
