@@ -1,8 +1,9 @@
 """``python -m graphrec.train``: load or convert data, split, fit, evaluate, write a run folder.
 
-The run folder holds ``config.json`` (the resolved configuration) and ``metrics.json`` (a flat
+The run folder holds ``config.json`` (the resolved configuration), ``metrics.json`` (a flat
 object of test metrics: ``recall@20``, ``ndcg@20``, ..., ``rmse`` when ratings are predicted),
-plus ``valid_metrics.json`` when the split has a validation part.
+``valid_metrics.json`` when the split has a validation part, and ``model.pt``, the checkpoint
+``graphrec.recommend`` serves from.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 
 import torch
 
+from graphrec.checkpoint import CHECKPOINT_NAME, save_checkpoint
 from graphrec.cli import add_data_arguments, format_table, run
 from graphrec.config import RunConfig, parse_option, read_toml, resolve
 from graphrec.data.graph import Dataset
@@ -127,6 +129,7 @@ def train(cfg: RunConfig, out: Path) -> dict[str, float]:
     metrics["fit_seconds"] = fit_seconds
     metrics["eval_seconds"] = time.perf_counter() - eval_start
     atomic_write_json(out / "metrics.json", metrics)
+    save_checkpoint(out / CHECKPOINT_NAME, cfg.model, model_cfg, model, ds, cfg.to_dict())
     return metrics
 
 

@@ -1,0 +1,97 @@
+"""Run checkpoints: everything ``recommend`` needs in one file, loaded without pickled code.
+
+A checkpoint holds the model's name, config and state, the id maps, every known interaction
+of each user (so recommendations never repeat them) and item titles when the data has them.
+It is written atomically and read with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from graphrec.data.graph import Dataset, IdMap
+from graphrec.errors import GraphrecError
+from graphrec.models import build_model, model_config
+from graphrec.models.base import Recommender
+from graphrec.schema import SEQ_ITEM, SEQ_PTR, USER
+from graphrec.utils import atomic_torch_save
+
+FORMAT = "graphrec-checkpoint"
+VERSION = 1
+CHECKPOINT_NAME = "model.pt"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: a ready model plus what serving needs around it."""
+
+    model_name: str
+    model: Recommender
+    users: IdMap
+    items: IdMap
+    seen: tuple[torch.Tensor, torch.Tensor]  # CSR (ptr [U + 1], items) of all known interactions
+    titles: list[str] | None
+    config: dict[str, Any]
+
+
+def item_titles(ds: Dataset) -> list[str] | None:
+    """The item text feature that reads as a title (name containing 'title' or 'name')."""
+    texts = [name for name, info in ds.meta.get("features", {}).get("item", {}).items()
+             if isinstance(info, dict) and info.get("type") == "text"]
+    named = [t for t in texts if "title" in t.lower() or "name" in t.lower()]
+    if not named:
+        return None
+    return [str(t) for t in ds.graph["item"][named[0]]]
+
+
+def _ids(ids: IdMap) -> torch.Tensor | list[str]:
+    return torch.from_numpy(ids.raw.astype(np.int64)) if ids.is_int else [str(x) for x in ids.raw]
+
+
+def save_checkpoint(path: str | Path, model_name: str, model_cfg: Any, model: Recommender,
+                    ds: Dataset, config: dict[str, Any]) -> None:
+    """Write a checkpoint for ``model`` trained on ``ds`` (atomically)."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_torch_save(path, {
+        "format": FORMAT, "version": VERSION, "model": model_name,
+        "model_config": json.dumps(dataclasses.asdict(model_cfg)),
+        "num_users": ds.num_users, "num_items": ds.num_items, "state": state,
+        "user_ids": _ids(ds.users), "item_ids": _ids(ds.items),
+        "seen_ptr": ds.graph[USER][SEQ_PTR], "seen_items": ds.graph[USER][SEQ_ITEM],
+        "titles": item_titles(ds), "config": json.dumps(config),
+    })
+
+
+def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Checkpoint:
+    """Read a checkpoint and rebuild its model on ``device``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise GraphrecError(f"{path}: no such checkpoint (is it a graphrec run folder?)") from None
+    except Exception as e:  # unpickling errors come in many types
+        raise GraphrecError(f"{path}: not a graphrec checkpoint ({type(e).__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise GraphrecError(f"{path}: not a graphrec checkpoint")
+    if blob.get("version") != VERSION:
+        raise GraphrecError(f"{path}: checkpoint version {blob.get('version')} is not supported")
+    cfg = model_config(blob["model"], json.loads(blob["model_config"]))
+    model = build_model(blob["model"], blob["num_users"], blob["num_items"], cfg)
+    model.load_state_dict(blob["state"])
+    ids = [IdMap(np.asarray(x.numpy(), dtype=np.int64)) if isinstance(x, torch.Tensor)
+           else IdMap(np.array(x, dtype=object)) for x in (blob["user_ids"], blob["item_ids"])]
+    return Checkpoint(blob["model"], model.to(device), ids[0], ids[1],
+                      (blob["seen_ptr"], blob["seen_items"]), blob["titles"],
+                      json.loads(blob["config"]))
+
+
+__all__ = ["Checkpoint", "CHECKPOINT_NAME", "save_checkpoint", "load_checkpoint", "item_titles"]
