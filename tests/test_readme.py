@@ -34,17 +34,25 @@ def workdir(tmp_path):
     return tmp_path
 
 
+@pytest.fixture(scope="module")
+def shared_workdir(tmp_path_factory):
+    """One folder for all README commands, run in order: later ones use earlier runs."""
+    path = tmp_path_factory.mktemp("readme")
+    (path / "data").symlink_to(ROOT / "data")
+    return path
+
+
 def test_readme_has_examples():
     assert len(commands()) >= 4 and blocks("python") and blocks("toml")
 
 
 @pytest.mark.parametrize("command", commands())
-def test_command_runs(command, workdir):
+def test_command_runs(command, shared_workdir):
     argv = shlex.split(command)
     argv[0] = sys.executable
     if "graphrec.train" in command:
-        argv += ["--no-progress", "--out", str(workdir / "run")]
-    proc = subprocess.run(argv, cwd=workdir, capture_output=True, text=True, timeout=120)
+        argv += ["--no-progress"] + ([] if "--out" in argv else ["--out", "run"])
+    proc = subprocess.run(argv, cwd=shared_workdir, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 
 
