@@ -22,3 +22,13 @@ def test_spine_quick(tmp_path):
             assert r["seconds"]["median"] > 0
         assert r["memory_mib"]["peak_rss_mib"] > 0
     assert (tmp_path / "spine.md").read_text().startswith("Spine benchmark")
+
+
+def test_graph_filter_quick(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "graph_filter.py"), "--quick",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in (tmp_path / "graph_filter.jsonl").read_text().splitlines()]
+    assert records and (tmp_path / "graph_filter.md").exists()
+    recalls = [r["metrics"]["recall@20"] for r in records if "recall@20" in r.get("metrics", {})]
+    assert recalls and all(0 <= x <= 1 for x in recalls)

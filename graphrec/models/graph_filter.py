@@ -59,7 +59,8 @@ def _quiet() -> Iterator[None]:
 class GraphFilterConfig:
     """Args:
         alpha: weight of the ideal low-pass term (0: the linear filter alone).
-        k: number of singular vectors in the ideal low-pass term (0: none).
+        k: number of singular vectors in the ideal low-pass term (0: none). 256 suits graphs
+            of tens of thousands of users (Gowalla); on ml-100k-sized graphs 64 does better.
         svd: ``"randomized"`` (``torch.svd_lowrank``) or ``"exact"`` (dense, small graphs).
         oversample, niter: randomized SVD's extra columns and power iterations.
         seed: seed of the randomized SVD.
@@ -109,6 +110,7 @@ class GraphFilter(Recommender):
                     torch.manual_seed(self.cfg.seed)
                     basis = torch.svd_lowrank(norm, q=q, niter=self.cfg.niter)[2][:, :k]
         self.basis = basis.contiguous()
+        self._prepared()  # build G now, so fitting time includes it
 
     def _degrees(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         user = torch.repeat_interleave(torch.arange(self.num_users, device=self.user_ptr.device),
