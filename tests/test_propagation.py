@@ -1,0 +1,87 @@
+"""Propagation against dense references and PyG's own LGConv, gradients included."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch_geometric.nn import LGConv
+
+from conftest import random_graph
+from graphrec.nn.propagation import (LightGCNEncoder, SymmetricLGConv, normalized_adjacency,
+                                     symmetric_spmm)
+from graphrec.schema import EDGE
+
+
+def dense_adjacency(graph) -> torch.Tensor:
+    """D^-1/2 A D^-1/2 for the bipartite graph, every matrix dense."""
+    U, I = graph["user"].num_nodes, graph["item"].num_nodes
+    A = torch.zeros(U + I, U + I, dtype=torch.float64)
+    ei = graph[EDGE].edge_index
+    A[ei[0], ei[1] + U] = 1.0
+    A[ei[1] + U, ei[0]] = 1.0
+    deg = A.sum(1)
+    inv = torch.where(deg > 0, deg.clamp(min=1e-12).rsqrt(), torch.zeros_like(deg))
+    return inv[:, None] * A * inv[None, :]
+
+
+@pytest.fixture
+def graph():
+    return random_graph(num_users=7, num_items=12, per_user=(0, 6), seed=3)  # isolated nodes too
+
+
+def test_adjacency_matches_dense(graph):
+    adj = normalized_adjacency(graph)
+    torch.testing.assert_close(adj.to_dense().double(), dense_adjacency(graph), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("num_layers", [0, 1, 3])
+def test_encoder_matches_dense_layer_mean(graph, num_layers):
+    x = torch.randn(19, 5, dtype=torch.float64)
+    dense = dense_adjacency(graph)
+    layers, h = [x], x
+    for _ in range(num_layers):
+        h = dense @ h
+        layers.append(h)
+    want = torch.stack(layers).mean(0)
+    adj = normalized_adjacency(graph)
+    got = LightGCNEncoder(num_layers)(x.float(), adj)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_zero_layers_is_lookup():
+    x = torch.randn(19, 4)
+    g = random_graph(num_users=7, num_items=12, seed=1)
+    assert torch.equal(LightGCNEncoder(0)(x, normalized_adjacency(g)), x)
+
+
+def test_layer_weights(graph):
+    adj = normalized_adjacency(graph)
+    x = torch.randn(19, 3)
+    got = LightGCNEncoder(2, layer_weights=[0.0, 0.0, 1.0])(x, adj)
+    torch.testing.assert_close(got, adj @ (adj @ x))
+
+
+def test_symmetric_backward_equals_autograd_through_dense(graph):
+    adj = normalized_adjacency(graph)
+    x = torch.randn(19, 4, requires_grad=True)
+    w = torch.randn(19, 4)
+    (symmetric_spmm(adj, x) * w).sum().backward()
+    x2 = x.detach().clone().requires_grad_()
+    (adj.to_dense() @ x2 * w).sum().backward()
+    torch.testing.assert_close(x.grad, x2.grad)
+
+
+def test_matches_pyg_lgconv_on_edge_index(graph):
+    """The peer: PyG's LGConv normalizing an undirected edge_index on every call."""
+    U = graph["user"].num_nodes
+    ei = graph[EDGE].edge_index
+    edge_index = torch.cat([torch.stack([ei[0], ei[1] + U]), torch.stack([ei[1] + U, ei[0]])], 1)
+    x = torch.randn(19, 6)
+    torch.testing.assert_close(SymmetricLGConv()(x, normalized_adjacency(graph)),
+                               LGConv()(x, edge_index), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_layer_weights():
+    from graphrec.errors import GraphrecError
+    with pytest.raises(GraphrecError, match="layer_weights needs 3"):
+        LightGCNEncoder(2, layer_weights=[1.0])
