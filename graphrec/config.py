@@ -17,8 +17,9 @@ from graphrec.data.source import DataConfig
 from graphrec.errors import GraphrecError
 from graphrec.evaluation.evaluator import EvalConfig
 from graphrec.split import SplitConfig
+from graphrec.trainer import TrainConfig
 
-SECTIONS = {"data": DataConfig, "split": SplitConfig, "eval": EvalConfig}
+SECTIONS = {"data": DataConfig, "split": SplitConfig, "eval": EvalConfig, "train": TrainConfig}
 TOP_LEVEL = ("model", "out", "device", "seed")
 
 
@@ -31,6 +32,7 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
     out: str | None = None
     device: str = "auto"
     seed: int = 0
@@ -49,7 +51,7 @@ def _check_keys(where: str, values: dict[str, Any], cls: type) -> None:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Read a config file: top-level ``model``/``out``/``device``/``seed`` and the tables
-    ``[data]``, ``[split]``, ``[eval]`` and ``[model_options]``."""
+    ``[data]``, ``[split]``, ``[eval]``, ``[train]`` and ``[model_options]``."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:

@@ -28,6 +28,7 @@ from graphrec.evaluation.evaluator import evaluate
 from graphrec.models import REGISTRY, build_model, canonical_name, model_config
 from graphrec.schema import EDGE, PART, PART_TEST
 from graphrec.split import SPLIT_METHODS, Split, split
+from graphrec.trainer import train_model
 from graphrec.utils import atomic_write_json, resolve_device
 
 log = logging.getLogger("graphrec.train")
@@ -59,6 +60,18 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--time-cut", type=int, default=None,
                    help="time-cut split: Unix seconds where test starts")
     s.add_argument("--split-seed", type=int, default=None, help="seed of the split (default 0)")
+    t = p.add_argument_group("training (models that learn: lightgcn, bpr, mf)")
+    t.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 50)")
+    t.add_argument("--batch-size", type=int, default=None, help="interactions per step (2048)")
+    t.add_argument("--lr", type=float, default=None, help="learning rate (1e-3)")
+    t.add_argument("--optimizer", default=None, help="adam (default) or adamw")
+    t.add_argument("--weight-decay", type=float, default=None, help="optimizer weight decay (0)")
+    t.add_argument("--schedule", default=None, help="none (default), cosine, cosine-restarts")
+    t.add_argument("--num-negatives", type=int, default=None, help="negatives per positive (1)")
+    t.add_argument("--eval-every", type=int, default=None, help="epochs between validations (1)")
+    t.add_argument("--patience", type=int, default=None,
+                   help="validations without improvement before stopping (10; 0 = off)")
+    t.add_argument("--metric", default=None, help="validation metric to stop on (ndcg@20)")
     e = p.add_argument_group("evaluation")
     e.add_argument("--k", type=int, nargs="+", default=None, help="cut-offs (default 10 20)")
     e.add_argument("--metrics", nargs="+", default=None,
@@ -84,6 +97,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         "eval": {"ks": tuple(args.k) if args.k else None,
                  "metrics": tuple(args.metrics) if args.metrics else None,
                  "batch_users": args.eval_batch, "progress": False if args.no_progress else None},
+        "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+                  "optimizer": args.optimizer, "weight_decay": args.weight_decay,
+                  "schedule": args.schedule, "num_negatives": args.num_negatives,
+                  "eval_every": args.eval_every, "patience": args.patience,
+                  "metric": args.metric, "seed": args.seed,
+                  "progress": False if args.no_progress else None},
         "model_options": dict(parse_option(o) for o in args.options),
     }
     if args.split is None and "method" not in file_values.get("split", {}):
@@ -120,6 +139,10 @@ def train(cfg: RunConfig, out: Path) -> dict[str, float]:
     model = build_model(cfg.model, ds.num_users, ds.num_items, model_cfg).to(device)
     fit_start = time.perf_counter()
     model.fit(parts.train.to(device))
+    if model.trainable:
+        summary = train_model(model, parts, cfg.train, cfg.eval, out)
+        log.info("trained %d epochs (best epoch %d) in %.1f s", summary["epochs"],
+                 summary["best_epoch"], summary["seconds"])
     fit_seconds = time.perf_counter() - fit_start
     if parts.valid is not None:
         valid = evaluate(model, parts, "valid", cfg.eval)

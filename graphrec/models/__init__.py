@@ -8,6 +8,7 @@ from typing import Any
 from graphrec.errors import GraphrecError
 from graphrec.models.base import Recommender
 from graphrec.models.graph_filter import GraphFilter, GraphFilterConfig
+from graphrec.models.lightgcn import BPRConfig, GraphModel, GraphModelConfig, MFConfig
 from graphrec.models.pop import PopConfig, Popularity
 from graphrec.models.random import RandomConfig, RandomRecommender
 
@@ -15,6 +16,9 @@ REGISTRY: dict[str, tuple[type[Recommender], type]] = {
     "pop": (Popularity, PopConfig),
     "random": (RandomRecommender, RandomConfig),
     "graph-filter": (GraphFilter, GraphFilterConfig),
+    "lightgcn": (GraphModel, GraphModelConfig),
+    "bpr": (GraphModel, BPRConfig),
+    "mf": (GraphModel, MFConfig),
 }
 ALIASES = {"gfcf": "graph-filter"}
 

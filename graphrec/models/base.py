@@ -25,6 +25,8 @@ class Recommender(torch.nn.Module, ABC):
 
     #: whether ``predict`` gives ratings (rating metrics are reported only then)
     predicts_ratings: ClassVar[bool] = False
+    #: whether the trainer optimizes ``loss`` after ``fit`` (closed-form models need no trainer)
+    trainable: ClassVar[bool] = False
 
     def __init__(self, num_users: int, num_items: int) -> None:
         super().__init__()
