@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from graphrec.data.graph import Dataset, IdMap
+from graphrec.data.graph import Dataset, IdMap, ids_from_saved, ids_to_saved
 from graphrec.errors import GraphrecError
 from graphrec.models import build_model, model_config
 from graphrec.models.base import Recommender
@@ -51,10 +50,6 @@ def item_titles(ds: Dataset) -> list[str] | None:
     return [str(t) for t in ds.graph["item"][named[0]]]
 
 
-def _ids(ids: IdMap) -> torch.Tensor | list[str]:
-    return torch.from_numpy(ids.raw.astype(np.int64)) if ids.is_int else [str(x) for x in ids.raw]
-
-
 def save_checkpoint(path: str | Path, model_name: str, model_cfg: Any, model: Recommender,
                     ds: Dataset, config: dict[str, Any]) -> None:
     """Write a checkpoint for ``model`` trained on ``ds`` (atomically)."""
@@ -63,7 +58,7 @@ def save_checkpoint(path: str | Path, model_name: str, model_cfg: Any, model: Re
         "format": FORMAT, "version": VERSION, "model": model_name,
         "model_config": json.dumps(dataclasses.asdict(model_cfg)),
         "num_users": ds.num_users, "num_items": ds.num_items, "state": state,
-        "user_ids": _ids(ds.users), "item_ids": _ids(ds.items),
+        "user_ids": ids_to_saved(ds.users), "item_ids": ids_to_saved(ds.items),
         "seen_ptr": ds.graph[USER][SEQ_PTR], "seen_items": ds.graph[USER][SEQ_ITEM],
         "titles": item_titles(ds), "config": json.dumps(config),
     })
@@ -87,9 +82,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
     cfg = model_config(blob["model"], json.loads(blob["model_config"]))
     model = build_model(blob["model"], blob["num_users"], blob["num_items"], cfg)
     model.load_state_dict(blob["state"])
-    ids = [IdMap(np.asarray(x.numpy(), dtype=np.int64)) if isinstance(x, torch.Tensor)
-           else IdMap(np.array(x, dtype=object)) for x in (blob["user_ids"], blob["item_ids"])]
-    return Checkpoint(blob["model"], model.to(device), ids[0], ids[1],
+    return Checkpoint(blob["model"], model.to(device), ids_from_saved(blob["user_ids"]),
+                      ids_from_saved(blob["item_ids"]),
                       (blob["seen_ptr"], blob["seen_items"]), blob["titles"],
                       json.loads(blob["config"]))
 

@@ -382,11 +382,13 @@ def summary(ds: Dataset) -> dict[str, Any]:
     return out
 
 
-def _ids_to_saved(ids: IdMap) -> torch.Tensor | list[str]:
+def ids_to_saved(ids: IdMap) -> torch.Tensor | list[str]:
+    """An id map as weights_only-loadable data: an int64 tensor, or a list of strings."""
     return torch.from_numpy(ids.raw.astype(np.int64)) if ids.is_int else [str(x) for x in ids.raw]
 
 
-def _ids_from_saved(obj: torch.Tensor | list[str]) -> IdMap:
+def ids_from_saved(obj: torch.Tensor | list[str]) -> IdMap:
+    """The inverse of :func:`ids_to_saved`."""
     if isinstance(obj, torch.Tensor):
         return IdMap(obj.numpy().astype(np.int64))
     return IdMap(np.array(obj, dtype=object))
@@ -399,8 +401,8 @@ def save(ds: Dataset, path: str | Path) -> None:
         "format": FILE_FORMAT,
         "version": FILE_VERSION,
         "meta": json.dumps(ds.meta),
-        "user_ids": _ids_to_saved(ds.users),
-        "item_ids": _ids_to_saved(ds.items),
+        "user_ids": ids_to_saved(ds.users),
+        "item_ids": ids_to_saved(ds.items),
         "num_users": ds.num_users,
         "num_items": ds.num_items,
         "edges": {"edge_index": g[EDGE].edge_index, **edge_attrs_of(g)},
@@ -429,7 +431,7 @@ def load(path: str | Path) -> Dataset:
     # Edges were saved sorted, so make_graph's stable sort keeps their order exactly.
     graph = make_graph(payload["num_users"], payload["num_items"], ei[0], ei[1], edges,
                        payload["user_attrs"], payload["item_attrs"])
-    return Dataset(graph, _ids_from_saved(payload["user_ids"]), _ids_from_saved(payload["item_ids"]),
+    return Dataset(graph, ids_from_saved(payload["user_ids"]), ids_from_saved(payload["item_ids"]),
                    json.loads(payload["meta"]))
 
 
