@@ -31,13 +31,14 @@ measured in the same run by copying a 1 GiB tensor.
 
 Every measurement runs in a child process (this script re-invoked with ``--child KIND``); the
 parent imports only the standard library (and ``spine.py``'s standard-library helpers). Timing
-children cover one (graph, embedding size, device) each; memory children measure one backend
-each, in a fresh process whose allocator returns freed memory, so its peak RSS is that of the
-propagation itself.
+children cover one (graph, embedding size, device) each and time their backends interleaved
+(see :func:`time_interleaved`), so a shared machine's drift hits all of them alike; memory
+children measure one backend each, in a fresh process whose allocator returns freed memory, so
+its peak RSS is that of the propagation itself.
 
 Usage::
 
-    python benchmarks/propagation.py            # full grid (~12 minutes on 2 cores); appends
+    python benchmarks/propagation.py            # full grid (~10 minutes on 2 cores); appends
                                                 # results/propagation.jsonl, rewrites .md, .png
     python benchmarks/propagation.py --quick    # small synthetic graphs, < 1 minute, writes
                                                 # nothing (add --out DIR to write there)
@@ -76,7 +77,6 @@ BACKENDS = ("graphrec", "torch_csr_autograd", "torch_coo", "pyg_lgconv_csr",
 ENCODER_BACKENDS = ("graphrec", "torch_csr_autograd", "pyg_lgconv_edge_index")
 GRAPHREC = "graphrec"
 EDGE_INDEX = "pyg_lgconv_edge_index"
-REFERENCE = "torch_csr_autograd"  # the torch.sparse CSR product every output is checked against
 NUM_LAYERS = 3
 
 FULL_GRAPHS = ("gowalla", "syn:100000", "syn:1000000", "syn:10000000")
@@ -381,37 +381,58 @@ def _free_bytes(device: str) -> float:
         return float("inf")
 
 
-def time_calls(fns: dict[str, Callable[[], Any]], sync: Callable[[], None],
-               args: argparse.Namespace, first: dict[str, float] | None = None
-               ) -> dict[str, dict[str, Any]]:
-    """Time each of ``fns``. ``first``: the seconds of calls already made (the correctness
-    check), which count as warm-up; then ``args.warmup`` more untimed rounds unless a round
-    takes over ``SLOW_ROUND_S``, then enough rounds to fill ``args.budget`` seconds (between
-    ``args.min_repeats``, 3 for slow rounds, and ``args.max_repeats``). A round calls every
-    function once, in turn, so they share the machine's state (a burst of other work on a
-    shared machine hits all of them, which keeps their ratios honest)."""
-    def once(fn: Callable[[], Any]) -> float:
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        return time.perf_counter() - t0
+def _once(fn: Callable[[], Any], sync: Callable[[], None]) -> float:
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
 
-    warm: dict[str, list[float]] = {k: ([first[k]] if first and k in first else []) for k in fns}
-    extra = args.warmup
-    if all(warm.values()) and sum(w[-1] for w in warm.values()) > SLOW_ROUND_S:
-        extra = 0
-    for _ in range(max(extra, 0 if all(warm.values()) else 1)):
-        for k, fn in fns.items():
-            warm[k].append(once(fn))
-    est = max(sum(w[-1] for w in warm.values()), 1e-6)
-    low = args.min_repeats if est <= SLOW_ROUND_S else min(args.min_repeats, 3)
-    repeats = int(min(args.max_repeats, max(low, math.ceil(args.budget / est))))
-    runs: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            runs[k].append(once(fn))
+
+def time_calls(fns: dict[str, Callable[[], Any]], sync: Callable[[], None],
+               args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Time each of ``fns`` (the bandwidth copy): ``args.warmup`` untimed calls, then
+    ``args.min_repeats`` timed ones."""
+    warm = {k: [_once(fn, sync) for _ in range(max(1, args.warmup))] for k, fn in fns.items()}
+    runs = {k: [_once(fn, sync) for _ in range(args.min_repeats)] for k, fn in fns.items()}
     return {k: {**stats(runs[k]), "runs": runs[k], "warmup": warm[k]} for k in fns}
+
+
+def time_interleaved(entries: dict[str, dict[str, Callable[[], Any]]],
+                     first: dict[str, dict[str, float]], sync: Callable[[], None],
+                     args: argparse.Namespace) -> dict[str, dict[str, dict[str, Any]]]:
+    """Time every backend's calls (``entries[backend][mode]``), all backends interleaved.
+
+    ``first``: the seconds of each backend's first calls (the correctness check), which count
+    as warm-up; then ``args.warmup`` more untimed rounds of a backend unless its round (one call
+    of each mode) takes over ``SLOW_ROUND_S``. Each backend gets ``n`` timed calls of each mode,
+    enough to fill ``args.budget`` seconds (between ``args.min_repeats``, 3 for slow rounds, and
+    ``args.max_repeats``). They are spread over ``R`` passes over all backends (``R``: the
+    smallest ``n``), a backend making about ``n / R`` rounds per pass, modes alternating. So
+    every backend is sampled across the same stretch of time: on a shared machine whose speed
+    drifts by 2x within seconds, the ratios between backends stay honest."""
+    warm = {b: {m: [first[b][m]] for m in fns} for b, fns in entries.items()}
+    est: dict[str, float] = {}
+    for b, fns in entries.items():
+        round_s = sum(first[b].values())
+        for _ in range(0 if round_s > SLOW_ROUND_S else max(0, args.warmup)):
+            for m, fn in fns.items():
+                warm[b][m].append(_once(fn, sync))
+        est[b] = max(sum(w[-1] for w in warm[b].values()), 1e-6)
+    n = {}
+    for b, e in est.items():
+        low = args.min_repeats if e <= SLOW_ROUND_S else min(args.min_repeats, 3)
+        n[b] = int(min(args.max_repeats, max(low, math.ceil(args.budget / e))))
+    passes = min(n.values()) if n else 0
+    runs: dict[str, dict[str, list[float]]] = {b: {m: [] for m in fns}
+                                               for b, fns in entries.items()}
+    for i in range(passes):
+        for b, fns in entries.items():
+            for _ in range(n[b] // passes + (1 if i < n[b] % passes else 0)):
+                for m, fn in fns.items():
+                    runs[b][m].append(_once(fn, sync))
+    return {b: {m: {**stats(runs[b][m]), "runs": runs[b][m], "warmup": warm[b][m]}
+                for m in fns} for b, fns in entries.items()}
 
 
 def check_close(name: str, what: str, got: Any, want: Any) -> dict[str, float]:
@@ -451,11 +472,12 @@ def encoder_fn(name: str, layer: Callable[[Any], Any], ctx: Context) -> Callable
     return encode
 
 
-def measure_backend(name: str, fn: Callable[[Any], Any], x: Any, g: Any, ref_out: Any,
-                    ref_grad: Any, sync: Callable[[], None], args: argparse.Namespace
-                    ) -> dict[str, Any]:
-    """Check a backend's output and gradient against the reference, then time forward (no
-    autograd graph) and forward+backward."""
+def check_backend(name: str, fn: Callable[[Any], Any], x: Any, g: Any, ref_out: Any,
+                  ref_grad: Any, sync: Callable[[], None]
+                  ) -> tuple[dict[str, Any], dict[str, float], dict[str, Callable[[], Any]]]:
+    """Check a backend's forward output and gradient against the reference (raising when
+    wrong), timing those first calls. Returns the check, their seconds, and the calls to time:
+    forward (no autograd graph) and forward+backward (``(out * g).sum()``, gradient to x)."""
     import torch
 
     first: dict[str, float] = {}
@@ -474,6 +496,7 @@ def measure_backend(name: str, fn: Callable[[Any], Any], x: Any, g: Any, ref_out
     sync()
     first["forward_backward"] = time.perf_counter() - t0
     check["gradient"] = check_close(name, "gradient", xr.grad, ref_grad)
+    xr.grad = None
 
     def forward() -> None:
         with torch.no_grad():
@@ -483,9 +506,7 @@ def measure_backend(name: str, fn: Callable[[Any], Any], x: Any, g: Any, ref_out
         xr.grad = None
         (fn(xr) * g).sum().backward()
 
-    seconds = time_calls({"forward": forward, "forward_backward": forward_backward}, sync, args,
-                         first)
-    return {"status": "ok", "seconds": seconds, "check": check}
+    return check, first, {"forward": forward, "forward_backward": forward_backward}
 
 
 def _prepare(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Context]:
@@ -545,8 +566,7 @@ def child_bandwidth(args: argparse.Namespace) -> dict[str, Any]:
     dst = torch.empty_like(src)
     sync = _sync(args.device)
     timing = time_calls({"copy": lambda: dst.copy_(src)}, sync,
-                        argparse.Namespace(warmup=2, min_repeats=10, max_repeats=10,
-                                           budget=0.0))["copy"]
+                        argparse.Namespace(warmup=2, min_repeats=10))["copy"]
     nbytes = 2 * n * 4
     return {"bytes": nbytes, "seconds": timing,
             "gbps": {"median": nbytes / timing["median"] / 1e9, "max": nbytes / timing["min"] / 1e9,
@@ -567,6 +587,8 @@ def child_timing(args: argparse.Namespace) -> dict[str, Any]:
     free = _free_bytes(args.device)
     results: dict[str, Any] = {}
     layer_fns: dict[str, Callable[[Any], Any]] = {}
+    first: dict[str, dict[str, float]] = {}
+    calls: dict[str, dict[str, Callable[[], Any]]] = {}
     for name in args.backends.split(","):
         reason = skip_reason(name, info, args.dim, args.device, args.all_backends, free)
         if reason:
@@ -580,14 +602,17 @@ def child_timing(args: argparse.Namespace) -> dict[str, Any]:
             continue
         sync()
         prepare_s = time.perf_counter() - t0
-        print(f"  {info['graph']} F={args.dim} {name} ...", file=sys.stderr, flush=True)
-        results[name] = {**measure_backend(name, fn, x, g, ref_out, ref_grad, sync, args),
-                         "prepare_s": prepare_s}
-        if name in args.encoders.split(","):
-            layer_fns[name] = fn
-        else:
-            del fn
+        print(f"  {info['graph']} F={args.dim} {name}: check ...", file=sys.stderr, flush=True)
+        check, first[name], calls[name] = check_backend(name, fn, x, g, ref_out, ref_grad, sync)
+        results[name] = {"status": "ok", "check": check, "prepare_s": prepare_s}
+        layer_fns[name] = fn
         gc.collect()
+    print(f"  {info['graph']} F={args.dim}: timing {', '.join(calls)} ...", file=sys.stderr,
+          flush=True)
+    for name, sec in time_interleaved(calls, first, sync, args).items():
+        results[name]["seconds"] = sec
+    calls.clear()
+    gc.collect()
 
     encoders: dict[str, Any] = {}
     if args.encoders:
@@ -610,12 +635,14 @@ def child_timing(args: argparse.Namespace) -> dict[str, Any]:
                 encoders[name] = {"status": "skipped",
                                   "reason": results.get(name, {}).get("reason", "layer not run")}
                 continue
-            print(f"  {info['graph']} F={args.dim} {name} {NUM_LAYERS}-layer encoder ...",
+            print(f"  {info['graph']} F={args.dim} {name} {NUM_LAYERS}-layer encoder: check ...",
                   file=sys.stderr, flush=True)
             fn = encoder_fn(name, layer_fns[name], ctx)
-            encoders[name] = measure_backend(f"{name} encoder", fn, x, g, enc_out, enc_grad,
-                                             sync, args)
-            gc.collect()
+            check, first[name], calls[name] = check_backend(f"{name} encoder", fn, x, g,
+                                                            enc_out, enc_grad, sync)
+            encoders[name] = {"status": "ok", "check": check}
+        for name, sec in time_interleaved(calls, first, sync, args).items():
+            encoders[name]["seconds"] = sec
     return {"info": info, "dim": args.dim, "device": args.device, "backends": results,
             "encoders": encoders, "threads": torch.get_num_threads(),
             "device_name": (torch.cuda.get_device_name(torch.device(args.device))
@@ -817,7 +844,9 @@ class Plan:
     memory: bool
     max_load: float
     max_wait: float
+    max_total_wait: float
     notes: list[str] = field(default_factory=list)
+    waited: float = 0.0  # seconds spent waiting for a quiet machine so far
     work: Path | None = None  # scratch folder shared by the children (cached synthetic graphs)
 
 
@@ -836,28 +865,36 @@ def run_child(kind: str, plan: Plan, extra: list[str], env: dict[str, str] | Non
     if plan.data is not None:
         cmd += ["--data", str(plan.data)]
     load_before = _load_avg()
+    start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
                           env={**os.environ, **(env or {})})
+    child_s = round(time.monotonic() - start, 1)
     if proc.returncode != 0:
         raise RuntimeError(f"child {kind} {' '.join(extra)} failed (exit {proc.returncode}):\n"
                            f"{proc.stderr[-4000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["load_avg_1m"] = [load_before, _load_avg()]
+    result["child_seconds"] = child_s
     return result
 
 
-def wait_for_quiet(max_load: float, max_wait: float) -> float:
-    """Sleep until the 1-minute load average is below ``max_load`` (at most ``max_wait`` s)."""
+def wait_for_quiet(plan: Plan) -> float:
+    """Sleep until the 1-minute load average is below ``plan.max_load``: at most
+    ``plan.max_wait`` seconds, and at most what is left of ``plan.max_total_wait`` for the whole
+    run (so waiting cannot stretch the run much). Returns the seconds waited."""
     start = time.monotonic()
-    if max_wait <= 0:
+    limit = min(plan.max_wait, plan.max_total_wait - plan.waited)
+    if limit <= 0:
         return 0.0
-    while (load := _load_avg()) is not None and load >= max_load:
-        if time.monotonic() - start >= max_wait:
-            _log(f"load average still {load:.2f} after {max_wait:.0f} s; timing anyway "
-                 "(recorded)")
+    while (load := _load_avg()) is not None and load >= plan.max_load:
+        if time.monotonic() - start >= limit:
+            _log(f"load average still {load:.2f} after {limit:.0f} s of waiting; timing anyway "
+                 "(the load is recorded)")
             break
         time.sleep(5)
-    return time.monotonic() - start
+    waited = time.monotonic() - start
+    plan.waited += waited
+    return waited
 
 
 def l3_bytes() -> int | None:
@@ -927,14 +964,15 @@ def bound_of(rec: dict[str, Any], by_backend: dict[str, dict[str, Any]], l3: int
         if name == "torch_csr_autograd":
             return f"forward: same kernel; backward: overhead, A~^T rebuilt (sorted) each call"
         if name == "pyg_lgconv_csr":
-            return (f"forward: the CSR kernel + MessagePassing ({rel}); backward: overhead, "
-                    "torch's A~^T per call")
+            return ("forward: the same CSR kernel (torch.sparse.mm via MessagePassing); "
+                    "backward: overhead, torch's A~^T per call")
         return fwd
     if name == "torch_coo":
         return f"overhead: torch's COO kernel, {rel} on the same bytes"
     if name in SLOW_BACKENDS:
-        return (f"overhead: {msg_mib:,.0f} MiB of per-edge messages materialized (gather, scale,"
-                f" scatter passes){', normalized every call' if name == EDGE_INDEX else ''}")
+        return (f"overhead: {msg_mib:,.0f} MiB of per-edge messages in fresh memory every call "
+                "(first-touch page faults), then gather, scale and scatter passes"
+                f"{'; normalized every call' if name == EDGE_INDEX else ''}")
     if name == "dense":
         n, dim = rec["graph"]["nodes"], rec["dim"]
         gflops = 2 * n * n * dim / rec["ms"]["forward"] / 1e6
@@ -1022,7 +1060,7 @@ def memory_record(res: dict[str, Any]) -> dict[str, Any]:
             "memory_mib": mem, "adjacency_plus_embeddings_mib": model,
             "forward_over_model": mem["forward_peak_mib"] / model,
             "forward_backward_over_model": mem["forward_backward_peak_mib"] / model,
-            "load_avg_1m": res["load_avg_1m"]}
+            "load_avg_1m": res["load_avg_1m"], "child_seconds": res["child_seconds"]}
 
 
 def targets(records: list[dict[str, Any]], quick: bool) -> dict[str, Any]:
@@ -1199,9 +1237,9 @@ def memory_table(records: list[dict[str, Any]]) -> list[str]:
     rows = [r for r in records if r["section"] == "memory"]
     if not rows:
         return []
-    head = ["graph", "F", "backend", "adjacency + embeddings MiB", "structure MiB (CSR "
-            "storage held)",
-            "resident after setup MiB", "forward peak MiB (× adj+emb)", "fwd+bwd peak MiB (×)", "3-layer forward (×)",
+    head = ["graph", "F", "backend", "adjacency + embeddings MiB",
+            "structure MiB (CSR storage held)", "resident after setup MiB",
+            "forward peak MiB (× adj+emb)", "fwd+bwd peak MiB (×)", "3-layer forward (×)",
             "3-layer fwd+bwd (×)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
@@ -1284,7 +1322,9 @@ def markdown(records: list[dict[str, Any]], run: dict[str, Any]) -> str:
     l3 = run.get("l3_bytes")
     lines = [
         f"Propagation benchmark, {run['timestamp']} (commit `{run['git_commit']}`), whole "
-        f"script {run['script_seconds']:.0f} s{' (--quick)' if run['quick'] else ''}.",
+        f"script {run['script_seconds']:.0f} s{' (--quick)' if run['quick'] else ''}"
+        + (f", of which {run['waited_seconds']:.0f} s waiting for a quiet machine"
+           if run.get("waited_seconds") else "") + ".",
         "",
         f"Machine: {mach['cpu']}, {mach['cores']} cores ({mach['usable_cores']} usable), "
         f"{mach['memory_gib']} GiB RAM"
@@ -1300,7 +1340,8 @@ def markdown(records: list[dict[str, Any]], run: dict[str, Any]) -> str:
                     for dev, v in bw.items()) + ". "
         f"Timings: median (min–max) of {run['repeats']} timed calls after {run['warmup']} "
         "warm-up call(s) and the correctness check, forward and forward+backward calls "
-        "alternating; one child process per graph and embedding size. 1-minute load average at the children's starts: "
+        "alternating; one child process per graph and embedding size. 1-minute load average "
+        "at the children's starts: "
         + (f"{min(loads):.2f}–{max(loads):.2f}." if loads else "unknown."),
         "",
     ]
@@ -1384,7 +1425,8 @@ def make_plan(args: argparse.Namespace) -> Plan:
                 budget=args.budget if args.budget is not None else (0.3 if quick else 2.0),
                 copy_mib=args.copy_mib or (256 if quick else 1024),
                 all_backends=args.all_backends, memory=not args.no_memory,
-                max_load=args.max_load, max_wait=0.0 if quick else args.max_wait, notes=notes)
+                max_load=args.max_load, max_wait=0.0 if quick else args.max_wait,
+                max_total_wait=0.0 if quick else args.max_total_wait, notes=notes)
 
 
 def encoders_for(plan: Plan, spec: str) -> list[str]:
@@ -1427,7 +1469,7 @@ def run_plan(plan: Plan) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         res = run_child("bandwidth", plan, ["--device", device, "--copy-mib", str(plan.copy_mib)])
         bw_raw.setdefault(device, []).append(res)
 
-    wait_for_quiet(plan.max_load, plan.max_wait)
+    wait_for_quiet(plan)
     _log(f"probe and memory bandwidth (cpu, copy of {plan.copy_mib} MiB) ...")
     probe = run_child("probe", plan, ["--copy-mib", str(plan.copy_mib)])
     bw_raw["cpu"] = [{**probe["bandwidth"], "load_avg_1m": probe["load_avg_1m"]}]
@@ -1445,7 +1487,7 @@ def run_plan(plan: Plan) -> tuple[list[dict[str, Any]], dict[str, Any]]:
             graphs.append(GPU_EXTRA_GRAPH)
         for spec in graphs:
             for dim in plan.dims:
-                waited = wait_for_quiet(plan.max_load, plan.max_wait)
+                waited = wait_for_quiet(plan)
                 _log(f"timing {spec} F={dim} on {device} ...")
                 res = run_child("timing", plan, common + [
                     "--graph", spec, "--dim", str(dim), "--device", device,
@@ -1464,7 +1506,7 @@ def run_plan(plan: Plan) -> tuple[list[dict[str, Any]], dict[str, Any]]:
                     env={"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}))
     if not plan.quick:  # the bandwidth again at the end: the figure is the median of both
         for device in plan.devices:
-            wait_for_quiet(plan.max_load, plan.max_wait)
+            wait_for_quiet(plan)
             bandwidth(device)
     bw = {}
     for device, runs in bw_raw.items():
@@ -1484,6 +1526,7 @@ def run_plan(plan: Plan) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         recs = layer_records(res, plan, bw_by_dev)
         for rec in recs:
             rec["waited_s"] = res["waited_s"]
+            rec["child_seconds"] = res["child_seconds"]
         records += recs
     records += scaling_records(records)
     records += [memory_record(r) for r in memory_results if "skipped" not in r]
@@ -1502,14 +1545,16 @@ def run_plan(plan: Plan) -> tuple[list[dict[str, Any]], dict[str, Any]]:
            "bandwidth": bw, "copy_mib": plan.copy_mib, "l3_bytes": l3,
            "repeats": f"{plan.min_repeats}–{plan.max_repeats} (enough to fill "
                       f"{plan.budget:g} s)", "warmup": plan.warmup,
-           "script_seconds": round(time.monotonic() - start, 1), "targets": tgt,
+           "script_seconds": round(time.monotonic() - start, 1),
+           "waited_seconds": round(plan.waited, 1), "targets": tgt,
            "notes": plan.notes, "plot": None}
     for rec in records:
         rec["targets"] = tgt if rec.get("backend") == GRAPHREC and rec.get("dataset") == \
             TARGET_GRAPH and rec.get("dim") == TARGET_DIM and rec["section"] == "layer" and \
             rec["device"] == "cpu" else None
         rec.update({k: run[k] for k in ("machine", "versions", "threads", "git_commit",
-                                         "timestamp", "quick", "notes", "l3_bytes")})
+                                         "timestamp", "quick", "notes", "l3_bytes",
+                                         "script_seconds", "waited_seconds")})
     return records, run
 
 
@@ -1580,9 +1625,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="also run the slow backends on the large graphs (CPU time budget off)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory children")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls before timing (default 1)")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="untimed rounds after the correctness check's calls (default 1; none "
+                        "where a round takes over 1 s)")
     p.add_argument("--min-repeats", type=int, default=0,
-                   help="timed calls at least (default 5; --quick 3)")
+                   help="timed calls at least (default 5, 3 where a round takes over 1 s; "
+                        "--quick 3)")
     p.add_argument("--max-repeats", type=int, default=0,
                    help="timed calls at most (default 25; --quick 5)")
     p.add_argument("--budget", type=float, default=None,
@@ -1593,8 +1641,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-load", type=float, default=1.2,
                    help="wait for the 1-minute load average to drop below this before each "
                         "timing child (default 1.2)")
-    p.add_argument("--max-wait", type=float, default=300.0,
-                   help="wait at most this many seconds for a quiet machine (default 300)")
+    p.add_argument("--max-wait", type=float, default=60.0,
+                   help="wait at most this many seconds for a quiet machine before a child "
+                        "(default 60)")
+    p.add_argument("--max-total-wait", type=float, default=180.0,
+                   help="wait at most this many seconds in all (default 180)")
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     p.add_argument("--graph", help=argparse.SUPPRESS)
     p.add_argument("--dim", type=int, default=64, help=argparse.SUPPRESS)

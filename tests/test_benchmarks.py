@@ -32,3 +32,18 @@ def test_graph_filter_quick(tmp_path):
     assert records and (tmp_path / "graph_filter.md").exists()
     recalls = [r["metrics"]["recall@20"] for r in records if "recall@20" in r.get("metrics", {})]
     assert recalls and all(0 <= x <= 1 for x in recalls)
+
+
+def test_propagation_quick(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "propagation.py"), "--quick",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in
+               (tmp_path / "propagation.jsonl").read_text().splitlines()]
+    layers = [r for r in records if r.get("section") == "layer" and r.get("status") == "ok"]
+    assert {r["backend"] for r in layers} >= {"graphrec", "torch_csr_autograd"}
+    for r in layers:  # every timed backend was checked against the CSR product first
+        assert r["check"]["forward"]["max_rel_err"] < 1e-4
+        assert r["check"]["gradient"]["max_rel_err"] < 1e-4
+        assert r["seconds"]["forward"]["median"] > 0
+    assert (tmp_path / "propagation.md").exists()
