@@ -11,6 +11,7 @@ from graphrec import recommend, train
 from graphrec.checkpoint import load_checkpoint
 from graphrec.cli import run
 from graphrec.data.readers import read
+from graphrec.errors import GraphrecError
 
 TINY = "data/tiny.csv"
 
@@ -86,3 +87,155 @@ def test_bad_input_is_one_line(argv, message, tiny_runs, capsys):
 def test_missing_run_folder(tmp_path, capsys):
     assert run(recommend.main, ["--run", str(tmp_path), "--user", "x"]) == 2
     assert "no such checkpoint" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# --index faiss: the same top k as exact scoring for dot-product models, exact for the others
+
+NUM_USERS, NUM_ITEMS, HEAVY = 30, 45, 4  # users 0..3 have seen all but 5 items
+
+
+@pytest.fixture(scope="module")
+def dot_runs(tmp_path_factory):
+    """Checkpoints of random-initialized bpr, lightgcn and mf (random biases) models on an
+    asymmetric synthetic graph with string user ids and integer item ids that are not indices."""
+    import pandas as pd
+
+    from graphrec.checkpoint import save_checkpoint
+    from graphrec.data.graph import build
+    from graphrec.models import build_model, model_config
+
+    g = torch.Generator().manual_seed(3)
+    rows = []
+    for u in range(NUM_USERS):
+        n = NUM_ITEMS - 5 if u < HEAVY else int(torch.randint(2, 11, (1,), generator=g))
+        for t, i in enumerate(torch.randperm(NUM_ITEMS, generator=g)[:n].tolist()):
+            rows.append((f"u{u:02d}", 1000 + 7 * i, int(torch.randint(1, 6, (1,), generator=g)), t))
+    folder = tmp_path_factory.mktemp("dot")
+    csv = folder / "interactions.csv"
+    pd.DataFrame(rows, columns=["user", "item", "rating", "timestamp"]).to_csv(csv, index=False)
+    ds = build(read(csv))
+    assert (ds.num_users, ds.num_items) == (NUM_USERS, NUM_ITEMS)
+    runs = {}
+    for name in ("bpr", "lightgcn", "mf"):
+        torch.manual_seed(0)
+        cfg = model_config(name, {"dim": 8, "init_std": 0.5})
+        model = build_model(name, ds.num_users, ds.num_items, cfg)
+        model.fit(ds.graph)
+        if cfg.biases:
+            with torch.no_grad():
+                model.bias.weight.normal_(0.0, 1.0)
+        runs[name] = folder / name
+        save_checkpoint(runs[name] / "model.pt", name, cfg, model, ds, {"model": name})
+    return csv, runs
+
+
+def seen_of(ckpt, user: int) -> set[int]:
+    ptr, items = ckpt.seen
+    return set(items[ptr[user]:ptr[user + 1]].tolist())
+
+
+@pytest.mark.parametrize("model", ["bpr", "lightgcn", "mf"])
+@pytest.mark.parametrize("k", [1, 5, 12])
+def test_faiss_agrees_with_exact(model, k, dot_runs, caplog):
+    ckpt = load_checkpoint(dot_runs[1][model] / "model.pt")
+    users = torch.tensor([0, 1, 2, 3, 4, 9, 17, 29])  # the heavy users 0..3 first
+    exact_items, exact_scores = recommend.recommend(ckpt, users, k, index="exact")
+    with caplog.at_level("WARNING", logger="graphrec.recommend"):
+        items, scores = recommend.recommend(ckpt, users, k, index="faiss", batch=3)
+    assert not caplog.records  # served by faiss: mf's biases folded in, no fallback
+    assert items.shape == exact_items.shape
+    for row, user in enumerate(users.tolist()):
+        unseen = NUM_ITEMS - len(seen_of(ckpt, user))
+        expected = [i for i in exact_items[row].tolist() if i >= 0]
+        got = [i for i in items[row].tolist() if i >= 0]
+        assert len(expected) == min(k, unseen)  # heavy users: only 5 to offer
+        assert set(got) == set(expected) and not set(got) & seen_of(ckpt, user)
+        assert torch.allclose(scores[row], exact_scores[row], rtol=1e-5, atol=1e-5)
+        assert (items[row] < 0).tolist() == (exact_items[row] < 0).tolist()
+
+
+@pytest.mark.parametrize("model", ["bpr", "lightgcn", "mf"])
+def test_dot_product_factors_reproduce_scores(model, dot_runs):
+    ckpt = load_checkpoint(dot_runs[1][model])
+    user_vecs, item_vecs = recommend.dot_product_factors(ckpt.model, model)
+    assert user_vecs.shape[0] == NUM_USERS and item_vecs.shape[0] == NUM_ITEMS
+    assert user_vecs.shape[1] == item_vecs.shape[1] == 8 + (2 if model == "mf" else 0)
+    expected = ckpt.model.score(torch.arange(NUM_USERS))
+    assert torch.allclose(user_vecs @ item_vecs.T, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["bpr", "lightgcn", "mf"])
+def test_faiss_include_seen_is_the_plain_top_k(model, dot_runs):
+    ckpt = load_checkpoint(dot_runs[1][model])
+    users = torch.tensor([0, 5])
+    items, scores = recommend.recommend(ckpt, users, 8, include_seen=True, index="faiss")
+    full = ckpt.model.score(users)
+    expected_scores, expected = torch.topk(full, 8, dim=1)
+    assert [set(r) for r in items.tolist()] == [set(r) for r in expected.tolist()]
+    assert torch.allclose(scores, expected_scores, rtol=1e-5, atol=1e-5)
+
+
+def test_faiss_cli_never_recommends_seen_items_and_speaks_raw_ids(dot_runs, capsys, caplog):
+    csv, runs = dot_runs
+    frame = read(csv).frame
+    capsys.readouterr()
+    with caplog.at_level("WARNING", logger="graphrec.recommend"):
+        assert run(recommend.main, ["--run", str(runs["lightgcn"]), "--user", "u00", "--user",
+                                    "u07", "-k", "10", "--index", "faiss", "--json"]) == 0
+    assert not caplog.records  # served by faiss, no fallback
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [entry["user"] for entry in lines] == ["u00", "u07"]
+    for entry in lines:
+        seen = set(frame.item[frame.user == entry["user"]])
+        recommended = [x["item"] for x in entry["items"]]
+        assert recommended and not seen & set(recommended)
+        assert set(recommended) <= set(frame.item)  # raw ids (1000 + 7 i), not indices
+        assert len(recommended) == min(10, NUM_ITEMS - len(seen))
+    assert len(lines[0]["items"]) == 5  # u00 is a heavy user
+
+
+def test_pop_with_faiss_falls_back_to_exact(tiny_runs, capsys, caplog):
+    _, runs = tiny_runs
+    outputs, notes = {}, {}
+    for index in ("exact", "faiss"):
+        capsys.readouterr()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="graphrec.recommend"):
+            assert run(recommend.main, ["--run", str(runs["pop"]), "--user", "alice", "--user",
+                                        "bob", "-k", "3", "--json", "--index", index]) == 0
+        outputs[index] = capsys.readouterr().out
+        notes[index] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert outputs["faiss"] == outputs["exact"] and len(outputs["exact"].splitlines()) == 2
+    assert notes["exact"] == [] and len(notes["faiss"]) == 1
+    assert "pop" in notes["faiss"][0] and "exact scoring" in notes["faiss"][0]
+
+
+def test_model_with_embeddings_but_another_scorer_falls_back(dot_runs, caplog):
+    """A model with ``embeddings()`` that does not score by their inner product (as NCF will)
+    is caught by the probe and served exactly."""
+    import dataclasses
+
+    from graphrec.models.lightgcn import GraphModel
+
+    class NegatedDot(GraphModel):
+        def score(self, users):
+            return -super().score(users)
+
+    ckpt = load_checkpoint(dot_runs[1]["bpr"])
+    odd = NegatedDot(NUM_USERS, NUM_ITEMS, ckpt.model.cfg)
+    odd.load_state_dict(ckpt.model.state_dict())
+    odd_ckpt = dataclasses.replace(ckpt, model=odd)
+    users = torch.arange(6)
+    with caplog.at_level("WARNING", logger="graphrec.recommend"):
+        items, scores = recommend.recommend(odd_ckpt, users, 4, index="faiss")
+    assert "exact scoring" in caplog.text
+    exact_items, exact_scores = recommend.recommend(odd_ckpt, users, 4, index="exact")
+    assert torch.equal(items, exact_items) and torch.equal(scores, exact_scores)
+    assert recommend.dot_product_factors(ckpt.model, "ncf") is None  # excluded by name
+
+
+def test_unknown_index_is_an_error(dot_runs):
+    ckpt = load_checkpoint(dot_runs[1]["bpr"])
+    with pytest.raises(GraphrecError, match="--index: unknown index 'hnsw'"):
+        recommend.recommend(ckpt, torch.tensor([0]), 3, index="hnsw")
