@@ -14,7 +14,7 @@ from typing import Any
 
 from graphrec.data.graph import DEDUP_POLICIES
 from graphrec.data.readers import FORMATS
-from graphrec.errors import GraphrecError
+from graphrec.errors import GraphrecError, TrainingInterrupted
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,6 +60,9 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
     logging.getLogger("graphrec").setLevel(logging.INFO)
     try:
         return main(argv)
+    except TrainingInterrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return e.exit_code
     except GraphrecError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -5,3 +5,14 @@ from __future__ import annotations
 
 class GraphrecError(ValueError):
     """Bad input or configuration. Command-line entry points print it as one line and exit 2."""
+
+
+class TrainingInterrupted(GraphrecError):
+    """Training stopped by Ctrl-C or SIGTERM after saving a resumable state.
+
+    ``exit_code`` is the shell's convention for the signal (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code

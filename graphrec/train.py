@@ -3,12 +3,16 @@
 The run folder holds ``config.json`` (the resolved configuration), ``metrics.json`` (a flat
 object of test metrics: ``recall@20``, ``ndcg@20``, ..., ``rmse`` when ratings are predicted),
 ``valid_metrics.json`` when the split has a validation part, and ``model.pt``, the checkpoint
-``graphrec.recommend`` serves from.
+``graphrec.recommend`` serves from. Trained models add ``history.jsonl`` (one line per epoch)
+``curves.png`` (loss and validation curves, with matplotlib installed) and
+``trainer_state.pt``, from which ``--resume RUN_DIR`` continues a stopped run (Ctrl-C and
+SIGTERM save it at the next batch boundary).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -28,10 +32,12 @@ from graphrec.evaluation.evaluator import evaluate
 from graphrec.models import REGISTRY, build_model, canonical_name, model_config
 from graphrec.schema import EDGE, PART, PART_TEST
 from graphrec.split import SPLIT_METHODS, Split, split
-from graphrec.trainer import train_model
+from graphrec.plots import write_curves
+from graphrec.trainer import HISTORY_NAME, train_model
 from graphrec.utils import atomic_write_json, resolve_device
 
 log = logging.getLogger("graphrec.train")
+CURVES_NAME = "curves.png"
 
 
 def parser() -> argparse.ArgumentParser:
@@ -50,6 +56,9 @@ def parser() -> argparse.ArgumentParser:
                    help="a model option, e.g. --set damping=10 (repeatable)")
     p.add_argument("--device", default=None, help="auto (CUDA when present), cpu, cuda, cuda:1")
     p.add_argument("--seed", type=int, default=None, help="global seed (default 0)")
+    p.add_argument("--resume", default=None, metavar="RUN_DIR",
+                   help="continue a stopped run from its folder, with its saved config (flags "
+                        "that differ from it are errors)")
     add_data_arguments(p)
     s = p.add_argument_group("splitting")
     s.add_argument("--split", default=None, choices=SPLIT_METHODS,
@@ -82,9 +91,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Resolve the run's configuration from the flags and the optional TOML file."""
-    file_values = read_toml(args.config) if args.config else {}
+def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> RunConfig:
+    """Resolve the run's configuration from the flags and the optional TOML file (on top of
+    ``base``, a saved run's config, when resuming)."""
+    file_values = dict(base or {})
+    if args.config:
+        for key, value in read_toml(args.config).items():
+            file_values[key] = ({**file_values.get(key, {}), **value} if isinstance(value, dict)
+                                else value)
     flags: dict[str, dict[str, Any]] = {
         "": {"model": args.model, "out": args.out, "device": args.device, "seed": args.seed},
         "data": {"path": args.data, "format": args.format, "user_col": args.user_col,
@@ -118,11 +132,47 @@ def _settle_split(cfg: RunConfig, ds: Dataset) -> None:
         cfg.split.method = "given" if given else "random"
 
 
-def train(cfg: RunConfig, out: Path) -> dict[str, float]:
-    """Run one experiment from a resolved config; writes the run folder and returns test metrics."""
+# settings that may differ when resuming: where it runs and how it reports
+RESUME_FREE = {("", "device"), ("", "out"), ("eval", "progress"), ("train", "progress"),
+               ("eval", "batch_users")}
+
+
+def resume_config(args: argparse.Namespace) -> RunConfig:
+    """The saved config of run folder ``args.resume``; flags that change it are errors."""
+    run_dir = Path(args.resume)
+    path = run_dir / "config.json"
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GraphrecError(f"--resume: {path} not found (not a graphrec run folder)") from None
+    except json.JSONDecodeError as e:
+        raise GraphrecError(f"--resume: {path}: not valid JSON ({e})") from None
+    cfg = config_from_args(args, saved)
+    new = json.loads(json.dumps(cfg.to_dict()))
+    for section in ("",) + tuple(k for k, v in new.items() if isinstance(v, dict)):
+        old_s = saved if section == "" else saved.get(section, {})
+        new_s = new if section == "" else new[section]
+        for key, value in new_s.items():
+            if (section == "" and isinstance(value, dict)) or (section, key) in RESUME_FREE:
+                continue
+            if old_s.get(key) != value:
+                name = f"{section}.{key}" if section else key
+                raise GraphrecError(f"--resume: {name} is {value!r} here but "
+                                    f"{old_s.get(key)!r} in {path}")
+    cfg.out = str(run_dir)
+    return cfg
+
+
+def train(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, float]:
+    """Run one experiment from a resolved config; writes the run folder and returns test metrics.
+
+    ``resume``: continue the training saved in ``out`` (see :func:`graphrec.trainer.train_model`).
+    """
     torch.manual_seed(cfg.seed)
     cfg.model = canonical_name(cfg.model)
     model_cfg = model_config(cfg.model, cfg.model_options)
+    if resume and not REGISTRY[cfg.model][0].trainable:
+        raise GraphrecError(f"--resume: model {cfg.model} is not trained, there is nothing to resume")
     device = resolve_device(cfg.device)
     start = time.perf_counter()
     ds = load_data(cfg.data)
@@ -140,9 +190,12 @@ def train(cfg: RunConfig, out: Path) -> dict[str, float]:
     fit_start = time.perf_counter()
     model.fit(parts.train.to(device))
     if model.trainable:
-        summary = train_model(model, parts, cfg.train, cfg.eval, out)
+        summary = train_model(model, parts, cfg.train, cfg.eval, out, resume=resume)
         log.info("trained %d epochs (best epoch %d) in %.1f s", summary["epochs"],
                  summary["best_epoch"], summary["seconds"])
+        note = write_curves(out / HISTORY_NAME, out / CURVES_NAME)
+        if note:
+            log.info(note)
     fit_seconds = time.perf_counter() - fit_start
     if parts.valid is not None:
         valid = evaluate(model, parts, "valid", cfg.eval)
@@ -170,13 +223,13 @@ def metrics_table(metrics: dict[str, float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    cfg = config_from_args(args)
+    cfg = resume_config(args) if args.resume else config_from_args(args)
     out = Path(cfg.out) if cfg.out else Path("runs") / (
         f"{cfg.model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
     if out.exists() and not out.is_dir():
         raise GraphrecError(f"--out: {out} exists and is not a folder")
     cfg.out = str(out)
-    metrics = train(cfg, out)
+    metrics = train(cfg, out, resume=bool(args.resume))
     print(f"{cfg.model} on {cfg.data.path or 'synthetic'} ({cfg.split.method} split), test:")
     print(metrics_table(metrics))
     print(f"run folder: {out}")

@@ -1,18 +1,31 @@
 """The one training loop: every trainable model turns a batch into a loss; this does the rest.
 
-Per epoch: shuffle the training interactions (seeded), cut batches, sample negatives for
-pair-wise losses, step the optimizer; then, every ``eval_every`` epochs, evaluate on the
-validation part and stop early after ``patience`` evaluations without improvement, keeping the
-best state. Progress bars show the live loss and examples/second; each epoch appends a line to
-``history.jsonl`` in the run folder.
+Per epoch: shuffle the training examples (seeded), cut batches (:mod:`graphrec.batches` builds
+what the model's ``batch_kind`` asks for: sampled negatives, ratings, sequences), step the
+optimizer; then, every ``eval_every`` epochs, evaluate on the validation part and stop early
+after ``patience`` evaluations without improvement, keeping the best state. Progress bars show
+the live loss and examples/second; each epoch appends a line to ``history.jsonl`` in the run
+folder.
+
+Resuming. With a run folder, the full training state (model, optimizer, schedule, the
+shuffling/sampling generator, torch's global RNG, the epoch's order and position, the best
+state so far) is saved atomically to ``trainer_state.pt`` after every epoch, and at the next
+batch boundary after Ctrl-C or SIGTERM (a second Ctrl-C stops at once). ``resume=True``
+continues from it to the same result as an unbroken run, bit for bit on CPU with
+``deterministic``. The state records a fingerprint of the split and the training config, and
+refuses to continue on different ones.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import hashlib
 import json
 import logging
 import math
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,18 +34,22 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from graphrec.errors import GraphrecError
+from graphrec.batches import make_batches
+from graphrec.errors import GraphrecError, TrainingInterrupted
 from graphrec.evaluation.evaluator import EvalConfig, evaluate
 from graphrec.models.base import Recommender
-from graphrec.sampling import NegativeSampler
-from graphrec.schema import EDGE, ITEM, RATING, SEQ_ITEM, SEQ_PTR, USER
+from graphrec.schema import EDGE
 from graphrec.split import Split
+from graphrec.utils import atomic_torch_save
 
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("none", "cosine", "cosine-restarts")
 LOWER_IS_BETTER = ("rmse", "mae")
+STATE_NAME = "trainer_state.pt"
+HISTORY_NAME = "history.jsonl"
+STATE_FORMAT = "graphrec-trainer-state"
 
 
 @dataclass
@@ -87,7 +104,7 @@ def _optimizer(model: Recommender, cfg: TrainConfig) -> torch.optim.Optimizer:
     return cls(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> Any:
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     if cfg.schedule == "cosine-restarts":
@@ -95,23 +112,98 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
     return None
 
 
+def split_fingerprint(split: Split) -> str:
+    """A hash of the split's parts: a resumed run must see the very same data."""
+    h = hashlib.sha256()
+    store = split.train[EDGE]
+    h.update(repr((int(split.train["user"].num_nodes), int(split.train["item"].num_nodes))).encode())
+    h.update(store.edge_index.cpu().contiguous().numpy().tobytes())
+    for part in (split.valid, split.test):
+        if part is not None:
+            for name in ("user", "item"):
+                t = getattr(part, name, None)
+                if isinstance(t, torch.Tensor):
+                    h.update(t.cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _train_key(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings a resumed run must share (progress bars may differ)."""
+    return {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"}
+
+
+class _StopRequest:
+    """Ctrl-C / SIGTERM handlers that ask the loop to stop at the next batch boundary."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self.signum = signum
+        log.warning("%s: saving a resumable state at the next batch boundary (Ctrl-C again "
+                    "to stop at once)", signal.Signals(signum).name)
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
 def train_model(model: Recommender, split: Split, cfg: TrainConfig,
-                eval_cfg: EvalConfig | None = None, out: Path | None = None) -> dict[str, Any]:
+                eval_cfg: EvalConfig | None = None, out: Path | None = None,
+                resume: bool = False) -> dict[str, Any]:
     """Optimize ``model.loss`` on ``split.train``; early stopping on ``split.valid`` when present.
 
-    Returns ``{"epochs": n, "best_epoch": e, "best_valid": value or None, "seconds": s}``; the
-    model ends with its best validation state (its last state without validation).
+    ``out``: the run folder for ``history.jsonl`` and the resumable ``trainer_state.pt``;
+    ``resume``: continue from that state (an error when it is missing or was made with other
+    data or training settings). Returns ``{"epochs": n, "best_epoch": e, "best_valid": value or
+    None, "seconds": s}``; the model ends with its best validation state (its last state without
+    validation). Raises :class:`TrainingInterrupted` after Ctrl-C or SIGTERM, once the state is
+    saved.
     """
+    if resume and out is None:
+        raise GraphrecError("--resume: needs the run folder")
+    if out is not None and not resume:
+        out.mkdir(parents=True, exist_ok=True)
     before = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
     try:
-        return _train(model, split, cfg, eval_cfg, out)
+        with _StopRequest() as stop:
+            return _train(model, split, cfg, eval_cfg, out, resume, stop)
     finally:
         torch.use_deterministic_algorithms(before)
 
 
+def _load_state(path: Path, fingerprint: str, cfg: TrainConfig) -> dict[str, Any]:
+    try:
+        # on CPU: RNG states must stay there; load_state_dict moves the rest to the model's device
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise GraphrecError(f"--resume: {path} not found (nothing to resume in that folder)") from None
+    except Exception as e:  # unpickling errors come in many types
+        raise GraphrecError(f"--resume: {path}: unreadable trainer state ({type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise GraphrecError(f"--resume: {path} is not a graphrec trainer state")
+    if state["fingerprint"] != fingerprint:
+        raise GraphrecError(f"--resume: the data or split differ from the run's ({path.parent})")
+    saved = json.loads(state["config"])
+    for key, value in _train_key(cfg).items():
+        if saved.get(key) != json.loads(json.dumps(value)):
+            raise GraphrecError(f"--resume: training setting {key} is {value!r} here but "
+                                f"{saved.get(key)!r} in the run ({path.parent})")
+    return state
+
+
 def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalConfig | None,
-           out: Path | None) -> dict[str, Any]:
+           out: Path | None, resume: bool, stop: _StopRequest) -> dict[str, Any]:
     eval_cfg = eval_cfg or EvalConfig(progress=False)
     known = [f"{m}@{k}" for m in eval_cfg.metrics for k in eval_cfg.ks]
     if model.predicts_ratings:
@@ -121,64 +213,128 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
                             f"({', '.join(known)})")
     sign = -1.0 if cfg.metric in LOWER_IS_BETTER else 1.0
     device = next(model.parameters()).device
+    batches = make_batches(model, split.train.cpu(), cfg)
+    n = batches.num_examples
+    if n == 0:
+        raise GraphrecError("training: no training examples")
     gen = torch.Generator().manual_seed(cfg.seed)
-    store = split.train[EDGE]
-    users, items = store.edge_index[0], store.edge_index[1]
-    ratings = store[RATING] if RATING in store else None
-    pairwise = getattr(model.cfg, "loss", "bpr") == "bpr"
-    if not pairwise and ratings is None:
-        raise GraphrecError("this model learns from ratings, and the data has none")
-    sampler = (NegativeSampler(split.train[USER][SEQ_PTR], split.train[USER][SEQ_ITEM],
-                               int(split.train[ITEM].num_nodes)) if pairwise else None)
-    opt, history_path = _optimizer(model, cfg), (out / "history.jsonl" if out else None)
+    opt = _optimizer(model, cfg)
     sched = _scheduler(opt, cfg)
-    best, best_state, best_epoch, stale = -math.inf, None, 0, 0
-    start = time.perf_counter()
-    epoch = 0
-    for epoch in range(1, cfg.epochs + 1):
+    fingerprint = split_fingerprint(split)
+    history_path = out / HISTORY_NAME if out else None
+    state_path = out / STATE_NAME if out else None
+    # the loop's state: what a resumed run restores
+    st: dict[str, Any] = {"epoch": 0, "position": 0, "order": None, "total": 0.0,
+                          "epoch_seconds": 0.0, "best": -math.inf, "best_state": None,
+                          "best_epoch": 0, "stale": 0, "seconds": 0.0, "stopped": False}
+    if resume:
+        assert state_path is not None
+        saved = _load_state(state_path, fingerprint, cfg)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(saved["scheduler"])
+        gen.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        st.update({k: saved[k] for k in st})
+        _truncate_history(history_path, st["epoch"])
+        log.info("resuming after epoch %d%s", st["epoch"],
+                 f" (batch {st['position'] // cfg.batch_size} of the next)" if st["position"] else "")
+    elif history_path is not None and history_path.exists():
+        history_path.unlink()  # a fresh run in a reused folder
+
+    def save() -> None:
+        if state_path is None:
+            return
+        atomic_torch_save(state_path, {
+            "format": STATE_FORMAT, "version": 1, "fingerprint": fingerprint,
+            "config": json.dumps(_train_key(cfg)), **st,
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "generator": gen.get_state(), "torch_rng": torch.get_rng_state()})
+
+    def interrupted() -> TrainingInterrupted:
+        signum = stop.signum or signal.SIGINT
+        where = (f"resumable state saved in {state_path}; continue with: python -m "
+                 f"graphrec.train --resume {out}" if state_path else "no run folder, nothing saved")
+        return TrainingInterrupted(f"{signal.Signals(signum).name} during epoch "
+                                   f"{st['epoch'] + 1}: {where}", 128 + int(signum))
+
+    start = time.perf_counter() - st["seconds"]
+    epoch = st["epoch"]
+    for epoch in range(st["epoch"] + 1, cfg.epochs + 1):
+        if st["stopped"]:
+            epoch = st["epoch"]
+            break
         model.train()
-        t0, total = time.perf_counter(), 0.0
-        order = torch.randperm(users.numel(), generator=gen)
-        bar = tqdm(range(0, order.numel(), cfg.batch_size), desc=f"epoch {epoch}", unit="batch",
-                   disable=not cfg.progress, leave=False)
-        for s in bar:
+        if st["position"] == 0:
+            st.update(order=torch.randperm(n, generator=gen), total=0.0, epoch_seconds=0.0)
+        order, first = st["order"], st["position"]
+        t_run = time.perf_counter()
+        t0 = t_run - st["epoch_seconds"]  # the epoch's clock, across a resume
+        bar = tqdm(total=math.ceil(n / cfg.batch_size), initial=first // cfg.batch_size,
+                   desc=f"epoch {epoch}", unit="batch", disable=not cfg.progress, leave=False)
+        for s in range(first, n, cfg.batch_size):
             idx = order[s:s + cfg.batch_size]
-            u, i = users[idx], items[idx]
-            neg = sampler.sample(u, cfg.num_negatives, gen).to(device) if sampler else None
-            r = ratings[idx].to(device) if ratings is not None and not pairwise else None
-            loss = model.loss(u.to(device), i.to(device), neg, r)
+            batch = {k: v.to(device) for k, v in batches.batch(idx, gen).items()}
+            loss = model.loss(**batch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += loss.item() * idx.numel()
+            st["total"] += loss.item() * idx.numel()
+            bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}",
-                            ex_s=f"{(s + idx.numel()) / (time.perf_counter() - t0):,.0f}")
+                            ex_s=f"{(s + idx.numel() - first) / (time.perf_counter() - t_run):,.0f}")
+            if stop.signum is not None:
+                bar.close()
+                st.update(position=s + cfg.batch_size, epoch_seconds=time.perf_counter() - t0,
+                          seconds=time.perf_counter() - start)
+                save()
+                raise interrupted()
+        bar.close()
         if sched is not None:
             sched.step()
-        record: dict[str, Any] = {"epoch": epoch, "loss": total / users.numel(),
+        record: dict[str, Any] = {"epoch": epoch, "loss": st["total"] / n,
                                   "seconds": time.perf_counter() - t0,
                                   "lr": opt.param_groups[0]["lr"]}
         if split.valid is not None and epoch % cfg.eval_every == 0:
             model.eval()
             record["valid"] = evaluate(model, split, "valid", eval_cfg)
             value = sign * record["valid"][cfg.metric]
-            if value > best:
-                best, best_epoch, stale = value, epoch, 0
-                best_state = copy.deepcopy(model.state_dict())
+            if value > st["best"]:
+                st.update(best=value, best_epoch=epoch, stale=0,
+                          best_state=copy.deepcopy(model.state_dict()))
             else:
-                stale += 1
+                st["stale"] += 1
+        record["elapsed"] = time.perf_counter() - start
         log.info("epoch %d: loss %.4f%s (%.1f s)", epoch, record["loss"],
                  f", valid {cfg.metric} {record['valid'][cfg.metric]:.4f}" if "valid" in record else "",
                  record["seconds"])
         if history_path is not None:
             with open(history_path, "a") as fh:
                 fh.write(json.dumps(record) + "\n")
-        if cfg.patience and stale >= cfg.patience:
-            log.info("early stop: no better %s for %d evaluations", cfg.metric, stale)
+        st.update(epoch=epoch, position=0, order=None, seconds=time.perf_counter() - start)
+        if cfg.patience and st["stale"] >= cfg.patience:
+            log.info("early stop: no better %s for %d evaluations", cfg.metric, st["stale"])
+            st["stopped"] = True
+        save()
+        if st["stopped"]:
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if stop.signum is not None:
+            raise interrupted()
+    if st["best_state"] is not None:
+        model.load_state_dict(st["best_state"])
     model.eval()
-    return {"epochs": epoch, "best_epoch": best_epoch or epoch,
-            "best_valid": sign * best if best_state is not None else None,
+    return {"epochs": epoch, "best_epoch": st["best_epoch"] or epoch,
+            "best_valid": sign * st["best"] if st["best_state"] is not None else None,
             "seconds": time.perf_counter() - start}
+
+
+def _truncate_history(path: Path | None, epochs: int) -> None:
+    """Keep the first ``epochs`` lines: a run killed between writing a line and saving its state
+    would otherwise repeat that epoch's line."""
+    if path is None or not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    if len(lines) > epochs:
+        path.write_text("".join(lines[:epochs]))

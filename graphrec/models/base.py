@@ -5,6 +5,9 @@
 * ``score(users) -> [B, num_items]``: scores of every item for a batch of users, used by the
   evaluator and by recommend. Higher is better.
 * ``predict(users, items) -> [N]``: rating predictions, only where ``predicts_ratings`` is set.
+* ``loss(**batch) -> scalar``: trainable models only. ``batch_kind`` names the batches the
+  trainer builds for it (:mod:`graphrec.batches`): ``"pairs"`` (``users``, ``items``,
+  ``negatives``), ``"ratings"`` (``users``, ``items``, ``ratings``), ``"sequences"``.
 
 Models never build their own graph or read files: they get the training graph from the caller.
 """
@@ -27,6 +30,8 @@ class Recommender(torch.nn.Module, ABC):
     predicts_ratings: ClassVar[bool] = False
     #: whether the trainer optimizes ``loss`` after ``fit`` (closed-form models need no trainer)
     trainable: ClassVar[bool] = False
+    #: the batches ``loss`` reads, see :mod:`graphrec.batches`
+    batch_kind: str = "pairs"
 
     def __init__(self, num_users: int, num_items: int) -> None:
         super().__init__()
@@ -54,3 +59,7 @@ class Recommender(torch.nn.Module, ABC):
     def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Rating predictions for pairs ``(users [N], items [N])``: ``[N]``."""
         raise GraphrecError(f"model {type(self).__name__} does not predict ratings")
+
+    def loss(self, **batch: torch.Tensor) -> torch.Tensor:
+        """The training loss of one batch (trainable models)."""
+        raise GraphrecError(f"model {type(self).__name__} is not trained by a loss")

@@ -75,6 +75,7 @@ class GraphModel(Recommender):
         if cfg.loss not in LOSSES or cfg.dim < 1:
             raise GraphrecError(f"graph model: need loss in {LOSSES} and dim >= 1")
         self.predicts_ratings = cfg.loss == "mse"
+        self.batch_kind = "ratings" if cfg.loss == "mse" else "pairs"
         self.embedding = torch.nn.Embedding(num_users + num_items, cfg.dim)  # users, then items
         torch.nn.init.normal_(self.embedding.weight, std=cfg.init_std)
         self.encoder = LightGCNEncoder(cfg.num_layers, cfg.layer_weights)
@@ -94,6 +95,7 @@ class GraphModel(Recommender):
             self.global_bias.data.fill_(float(train[EDGE][RATING].float().mean()))
 
     def adjacency(self) -> Tensor:
+        """The symmetric-normalized training adjacency, built on first use."""
         if self._adj is None or self._adj.device != self.train_edges.device:
             graph = HeteroData()
             graph["user"].num_nodes, graph["item"].num_nodes = self.num_users, self.num_items

@@ -1,0 +1,133 @@
+"""The trainer: a run stopped by a signal and resumed ends exactly where an unbroken run does."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from graphrec.data.graph import build
+from graphrec.data.synthetic import SyntheticConfig, make_synthetic
+from graphrec.errors import GraphrecError, TrainingInterrupted
+from graphrec.models import REGISTRY, build_model
+from graphrec.split import SplitConfig, split
+from graphrec.trainer import HISTORY_NAME, TrainConfig, train_model
+
+RESUMABLE = [name for name in ("lightgcn", "mf", "ncf") if name in REGISTRY]
+
+
+@pytest.fixture(scope="module")
+def parts():
+    ds = build(make_synthetic(SyntheticConfig(num_users=200, num_items=120, num_clusters=6)))
+    return ds, split(ds.graph, SplitConfig("random", valid_ratio=0.1, seed=0))
+
+
+def _cfg(name: str) -> TrainConfig:
+    metric = "rmse" if name == "mf" else "ndcg@20"
+    return TrainConfig(epochs=4, batch_size=256, lr=0.01, schedule="cosine", metric=metric,
+                       patience=0, seed=3, progress=False)
+
+
+def _model(name, ds, parts, seed):
+    torch.manual_seed(seed)
+    model = build_model(name, ds.num_users, ds.num_items)
+    model.fit(parts.train)
+    return model
+
+
+def _history(path):
+    return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "elapsed")}
+            for line in (path / HISTORY_NAME).read_text().splitlines()]
+
+
+@pytest.mark.parametrize("name", RESUMABLE)
+def test_resume_after_signal_equals_unbroken_run(name, parts, tmp_path):
+    ds, sp = parts
+    cfg = _cfg(name)
+    torch.manual_seed(0)
+    unbroken = _model(name, ds, sp, seed=0)
+    train_model(unbroken, sp, cfg, out=tmp_path / "a")
+
+    torch.manual_seed(0)
+    broken = _model(name, ds, sp, seed=0)
+    calls = {"n": 0}
+    loss = broken.loss
+    per_epoch = -(-sp.train["user", "interacts", "item"].num_edges // cfg.batch_size)
+
+    def loss_then_signal(**batch):
+        calls["n"] += 1
+        if calls["n"] == per_epoch + per_epoch // 2:  # mid-way through the second epoch
+            os.kill(os.getpid(), signal.SIGINT)
+        return loss(**batch)
+
+    broken.loss = loss_then_signal
+    with pytest.raises(TrainingInterrupted) as info:
+        train_model(broken, sp, cfg, out=tmp_path / "b")
+    assert info.value.exit_code == 130 and "--resume" in str(info.value)
+    assert len(_history(tmp_path / "b")) == 1
+
+    torch.manual_seed(99)  # a different start: everything must come from the saved state
+    resumed = _model(name, ds, sp, seed=99)
+    train_model(resumed, sp, cfg, out=tmp_path / "b", resume=True)
+    for key, value in unbroken.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    assert _history(tmp_path / "b") == _history(tmp_path / "a")
+
+
+def test_resume_refuses_other_settings_and_data(parts, tmp_path):
+    ds, sp = parts
+    cfg = _cfg("lightgcn")
+    cfg.epochs = 1
+    train_model(_model("lightgcn", ds, sp, 0), sp, cfg, out=tmp_path)
+    cfg.lr = 0.02
+    with pytest.raises(GraphrecError, match="lr"):
+        train_model(_model("lightgcn", ds, sp, 0), sp, cfg, out=tmp_path, resume=True)
+    cfg.lr = 0.01
+    other = split(ds.graph, SplitConfig("random", valid_ratio=0.1, seed=1))
+    with pytest.raises(GraphrecError, match="data or split differ"):
+        train_model(_model("lightgcn", ds, other, 0), other, cfg, out=tmp_path, resume=True)
+    with pytest.raises(GraphrecError, match="not found"):
+        train_model(_model("lightgcn", ds, sp, 0), sp, cfg, out=tmp_path / "none", resume=True)
+
+
+def _train_cmd(*extra):
+    return [sys.executable, "-m", "graphrec.train", "--model", "bpr", "--no-progress",
+            "--epochs", "8", "--patience", "0", "--lr", "0.01", "--batch-size", "256", *extra]
+
+
+def test_cli_sigterm_then_resume_matches_unbroken(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    subprocess.run(_train_cmd("--out", str(tmp_path / "a")), check=True, capture_output=True,
+                   env=env, timeout=300)
+    run_b = tmp_path / "b"
+    proc = subprocess.Popen(_train_cmd("--out", str(run_b)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    history = run_b / HISTORY_NAME
+    deadline = time.time() + 120
+    while time.time() < deadline and (not history.exists() or not history.read_text()):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert "--resume" in err and err.count("\n") < 40
+    done = len(history.read_text().splitlines())
+    assert 1 <= done < 8
+    again = subprocess.run([sys.executable, "-m", "graphrec.train", "--resume", str(run_b),
+                            "--no-progress"], capture_output=True, text=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert "resuming after epoch" in again.stderr
+    metrics_a = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    metrics_b = json.loads((run_b / "metrics.json").read_text())
+    for key in ("recall@20", "ndcg@20", "precision@10"):
+        assert metrics_b[key] == metrics_a[key], key
+    # a flag that changes the saved config is refused, in one line
+    bad = subprocess.run([sys.executable, "-m", "graphrec.train", "--resume", str(run_b),
+                          "--lr", "0.5"], capture_output=True, text=True, env=env, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines()[-1].startswith("error: --resume: train.lr")
