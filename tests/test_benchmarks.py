@@ -47,3 +47,18 @@ def test_propagation_quick(tmp_path):
         assert r["check"]["gradient"]["max_rel_err"] < 1e-4
         assert r["seconds"]["forward"]["median"] > 0
     assert (tmp_path / "propagation.md").exists()
+
+
+def test_lightgcn_speed_quick(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "lightgcn_speed.py"),
+                           "--quick", "--batches", "4", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (rec,) = [json.loads(line) for line in
+              (tmp_path / "lightgcn_speed.jsonl").read_text().splitlines()]
+    assert rec["check_max_abs_err"] <= 1e-5  # both models propagate to the same embeddings
+    for model in ("graphrec", "pyg"):
+        assert len(rec["runs"][model]) == 4
+        assert rec["summary"][model]["epoch_s_estimate"] > 0
+        assert rec["summary"][model]["memory"]["peak_rss_mib"] > 0
+    assert (tmp_path / "lightgcn_speed.md").read_text().startswith("LightGCN training speed")
