@@ -7,8 +7,9 @@ import torch
 from torch_geometric.nn import LGConv
 
 from conftest import random_graph
-from graphrec.nn.propagation import (LightGCNEncoder, SymmetricLGConv, normalized_adjacency,
-                                     symmetric_spmm)
+from graphrec.errors import GraphrecError
+from graphrec.nn.propagation import (BACKENDS, DEFAULT_BACKEND, LightGCNEncoder, SymmetricLGConv,
+                                     normalized_adjacency, symmetric_spmm)
 from graphrec.schema import EDGE
 
 
@@ -34,8 +35,9 @@ def test_adjacency_matches_dense(graph):
     torch.testing.assert_close(adj.to_dense().double(), dense_adjacency(graph), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("num_layers", [0, 1, 3])
-def test_encoder_matches_dense_layer_mean(graph, num_layers):
+def test_encoder_matches_dense_layer_mean(graph, num_layers, backend):
     x = torch.randn(19, 5, dtype=torch.float64)
     dense = dense_adjacency(graph)
     layers, h = [x], x
@@ -44,8 +46,39 @@ def test_encoder_matches_dense_layer_mean(graph, num_layers):
         layers.append(h)
     want = torch.stack(layers).mean(0)
     adj = normalized_adjacency(graph)
-    got = LightGCNEncoder(num_layers)(x.float(), adj)
+    xf = x.float().requires_grad_()
+    got = LightGCNEncoder(num_layers, backend=backend)(xf, adj)
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+    # gradient of sum(out * g): the transpose of the same linear map, applied to g
+    g = torch.randn_like(x)
+    (got * g.float()).sum().backward()
+    layers, h = [g], g
+    for _ in range(num_layers):
+        h = dense.T @ h
+        layers.append(h)
+    torch.testing.assert_close(xf.grad.double(), torch.stack(layers).mean(0), rtol=1e-5, atol=1e-6)
+
+
+def test_repeated_pairs_count_twice():
+    g = random_graph(num_users=4, num_items=5, per_user=(1, 3), seed=2)
+    ei = g[EDGE].edge_index
+    g[EDGE].edge_index = torch.cat([ei, ei[:, :2]], 1)  # two pairs appear twice
+    U, I = 4, 5
+    A = torch.zeros(U + I, U + I, dtype=torch.float64)
+    for u, i in g[EDGE].edge_index.T.tolist():
+        A[u, U + i] += 1
+        A[U + i, u] += 1
+    inv = A.sum(1).clamp(min=1).rsqrt()
+    adj = normalized_adjacency(g)
+    torch.testing.assert_close(adj.to_dense().double(), inv[:, None] * A * inv[None, :])
+    assert adj.values().numel() == 2 * ei.size(1)
+
+
+def test_default_backend_and_unknown_backend():
+    assert DEFAULT_BACKEND == "symmetric"
+    assert isinstance(LightGCNEncoder(2).conv, SymmetricLGConv)
+    with pytest.raises(GraphrecError, match="unknown backend"):
+        LightGCNEncoder(2, backend="magic")
 
 
 def test_zero_layers_is_lookup():

@@ -37,6 +37,8 @@ class GraphModelConfig:
         biases: user, item and global biases added to the dot product.
         l2: L2 weight on the batch's layer-0 embeddings (LightGCN's regularizer), per example.
         init_std: standard deviation of the normal initialization.
+        propagation: the propagation backend (``symmetric``, the fastest measured; ``autograd``;
+            ``edge_index``), see :mod:`graphrec.nn.propagation`.
     """
 
     dim: int = 64
@@ -46,6 +48,7 @@ class GraphModelConfig:
     biases: bool = False
     l2: float = 1e-4
     init_std: float = 0.1
+    propagation: str = "symmetric"
 
 
 @dataclass
@@ -78,7 +81,7 @@ class GraphModel(Recommender):
         self.batch_kind = "ratings" if cfg.loss == "mse" else "pairs"
         self.embedding = torch.nn.Embedding(num_users + num_items, cfg.dim)  # users, then items
         torch.nn.init.normal_(self.embedding.weight, std=cfg.init_std)
-        self.encoder = LightGCNEncoder(cfg.num_layers, cfg.layer_weights)
+        self.encoder = LightGCNEncoder(cfg.num_layers, cfg.layer_weights, cfg.propagation)
         if cfg.biases:
             self.bias = torch.nn.Embedding(num_users + num_items, 1)
             torch.nn.init.zeros_(self.bias.weight)

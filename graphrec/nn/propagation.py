@@ -5,10 +5,24 @@ Nodes are users ``0..U-1`` followed by items ``U..U+I-1``. The adjacency
     A~ = D^-1/2 A D^-1/2,   A = [[0, R], [R^T, 0]]
 
 is built once per training graph, vectorized, on the target device, as a torch.sparse CSR
-matrix, and owned by the encoder (never renormalized per call, unlike PyG's ``LGConv`` over
-``edge_index``). Because ``A~`` is symmetric, the gradient of ``A~ X`` with respect to ``X`` is
-``A~ G``: one more forward product. :func:`symmetric_spmm` uses that instead of torch's sparse
-autograd, whose backward builds the transposed matrix on every call (about 5x a forward).
+matrix holding only its three arrays, and owned by the encoder (never renormalized per call,
+unlike PyG's ``LGConv`` over ``edge_index``). Because ``A~`` is symmetric, the gradient of
+``A~ X`` with respect to ``X`` is ``A~ G``: one more forward product.
+
+Backends (:data:`BACKENDS`; ``LightGCNEncoder(backend=...)`` and the graph models' ``propagation``
+option override the default):
+
+* ``"symmetric"`` (the default on every device): torch's CSR x dense product forward and, by
+  :func:`symmetric_spmm`, the same product backward. Chosen from ``benchmarks/propagation.py``
+  (results in ``benchmarks/results/propagation.md``, 2-core CPU, Gowalla, F = 64): the fastest
+  forward+backward of every backend there, 2.0-2.4x its forward against about 5x for torch's
+  sparse autograd, and 10-13x faster than ``LGConv`` over ``edge_index``. No GPU has been
+  measured yet; on CUDA the same kernel (cuSPARSE) and the same backward argument apply.
+* ``"autograd"``: the same forward with torch's own sparse backward, which transposes the
+  matrix on every call: the reference the tests compare with.
+* ``"edge_index"``: PyG's ``LGConv`` message passing (gather, scale, scatter) over the
+  adjacency's ``edge_index`` and weights: memory-hungry (one message per edge), 10x slower on
+  CPU, kept for comparison and for inputs torch.sparse cannot take.
 """
 
 from __future__ import annotations
@@ -25,9 +39,18 @@ from graphrec.errors import GraphrecError
 from graphrec.schema import EDGE, ITEM, USER
 
 
+BACKENDS = ("symmetric", "autograd", "edge_index")
+DEFAULT_BACKEND = "symmetric"
+
+
 def normalized_adjacency(graph: HeteroData, device: torch.device | str | None = None) -> Tensor:
     """``D^-1/2 A D^-1/2`` of the bipartite training graph as a ``[U+I, U+I]`` sparse CSR
-    tensor (users first, then items). Nodes without edges have empty rows, not NaNs."""
+    tensor (users first, then items). Nodes without edges have empty rows, not NaNs; a repeated
+    (user, item) pair counts twice, in the degrees and in its entry.
+
+    Built straight into CSR (sort the keys, count the rows), so the result keeps only its three
+    arrays alive: going through a coalesced COO tensor would leave the CSR's columns a view of
+    the COO's ``[2, nnz]`` index storage (about 1.6x the memory on Gowalla)."""
     num_users, num_items = int(graph[USER].num_nodes), int(graph[ITEM].num_nodes)
     ei = graph[EDGE].edge_index.to(device)
     n = num_users + num_items
@@ -35,11 +58,18 @@ def normalized_adjacency(graph: HeteroData, device: torch.device | str | None = 
     col = torch.cat([ei[1] + num_users, ei[0]])
     deg = torch.bincount(row, minlength=n).float()
     inv_sqrt = deg.clamp(min=1).rsqrt()
-    value = inv_sqrt[row] * inv_sqrt[col]
+    keys, order = torch.sort(row * n + col)
+    value = (inv_sqrt[row] * inv_sqrt[col])[order]
+    del row, col, order
+    keys, inverse = torch.unique_consecutive(keys, return_inverse=True)
+    if keys.numel() < value.numel():  # repeated pairs: one entry holding their sum
+        value = torch.zeros(keys.numel(), device=value.device).index_add_(0, inverse, value)
+    del inverse
+    crow = torch.zeros(n + 1, dtype=torch.long, device=keys.device)
+    crow[1:] = torch.bincount(keys // n, minlength=n).cumsum(0)
     with warnings.catch_warnings():  # torch calls sparse CSR "beta"; it is used as documented
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_coo_tensor(torch.stack([row, col]), value, (n, n),
-                                       check_invariants=False).coalesce().to_sparse_csr()
+        return torch.sparse_csr_tensor(crow, keys % n, value, (n, n), check_invariants=False)
 
 
 class _SymmetricSpMM(torch.autograd.Function):
@@ -75,6 +105,44 @@ class SymmetricLGConv(LGConv):
         return symmetric_spmm(adj_t, x)
 
 
+class _AutogradLGConv(LGConv):
+    """``LGConv`` over the prebuilt adjacency with torch's own sparse autograd."""
+
+    def __init__(self) -> None:
+        super().__init__(normalize=False)
+
+    def message_and_aggregate(self, adj_t: Tensor, x: Tensor) -> Tensor:  # noqa: D102
+        return torch.sparse.mm(adj_t, x)
+
+
+class _EdgeIndexLGConv(torch.nn.Module):
+    """``LGConv`` message passing over the adjacency's ``edge_index`` and weights."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = LGConv(normalize=False)
+        self._cache: tuple[Tensor, Tensor, Tensor] | None = None
+
+    def forward(self, x: Tensor, adj: Tensor) -> Tensor:  # noqa: D102
+        if self._cache is None or self._cache[0] is not adj:
+            coo = adj.to_sparse_coo()
+            # the adjacency is symmetric, so rows and columns may be read either way round
+            self._cache = (adj, coo.indices(), coo.values())
+        return self.conv(x, self._cache[1], self._cache[2])
+
+
+def make_conv(backend: str = DEFAULT_BACKEND) -> torch.nn.Module:
+    """One propagation layer ``x -> A~ x`` of ``backend`` (see the module docstring)."""
+    if backend == "symmetric":
+        return SymmetricLGConv()
+    if backend == "autograd":
+        return _AutogradLGConv()
+    if backend == "edge_index":
+        return _EdgeIndexLGConv()
+    raise GraphrecError(f"propagation: unknown backend {backend!r}; choose one of "
+                        f"{', '.join(BACKENDS)}")
+
+
 class LightGCNEncoder(torch.nn.Module):
     r"""K hops of LightGCN propagation and a weighted combination of the layers
     (He et al., SIGIR 2020):
@@ -85,11 +153,14 @@ class LightGCNEncoder(torch.nn.Module):
     Args:
         num_layers: ``K``; 0 returns the input (plain embedding lookup: MF and BPR).
         layer_weights: ``alpha_0..alpha_K``; default ``1 / (K + 1)`` each (the mean).
+        backend: how a layer is computed (:data:`BACKENDS`; default ``"symmetric"``, the fastest
+            measured, see the module docstring).
 
     Shapes: ``x [U+I, F]`` and ``adj [U+I, U+I]`` sparse -> ``[U+I, F]``.
     """
 
-    def __init__(self, num_layers: int = 3, layer_weights: Sequence[float] | None = None) -> None:
+    def __init__(self, num_layers: int = 3, layer_weights: Sequence[float] | None = None,
+                 backend: str = DEFAULT_BACKEND) -> None:
         super().__init__()
         if num_layers < 0:
             raise GraphrecError(f"num_layers must be >= 0, got {num_layers}")
@@ -100,7 +171,7 @@ class LightGCNEncoder(torch.nn.Module):
                                 f"got {len(weights)}")
         self.num_layers = num_layers
         self.register_buffer("layer_weights", torch.tensor(weights))
-        self.conv = SymmetricLGConv()
+        self.conv = make_conv(backend)
 
     def forward(self, x: Tensor, adj: Tensor) -> Tensor:
         if self.num_layers == 0:
