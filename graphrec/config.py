@@ -1,4 +1,8 @@
-"""Run configuration, resolved once at the command line: defaults < TOML file < flags.
+"""Run configuration, resolved once at the command line: defaults < the model's training
+defaults < TOML file < flags.
+
+A model class may carry ``train_defaults`` (e.g. the sequence models: batch 128, early stopping
+on ``ndcg@10``), which replace :class:`TrainConfig`'s graph-model defaults for that model only.
 
 Each concern keeps its own dataclass next to its consumer (:class:`DataConfig`,
 :class:`SplitConfig`, :class:`EvalConfig`, the model's config); :class:`RunConfig` only groups
@@ -83,7 +87,8 @@ def resolve(file_values: dict[str, Any], flags: dict[str, dict[str, Any]]) -> Ru
     top.update({k: v for k, v in flags.get("", {}).items() if v is not None})
     sections = {}
     for name, cls in SECTIONS.items():
-        merged = dict(file_values.get(name, {}))
+        merged = dict(model_train_defaults(top.get("model", "pop"))) if name == "train" else {}
+        merged.update(file_values.get(name, {}))
         merged.update({k: v for k, v in flags.get(name, {}).items() if v is not None})
         _check_keys(f"[{name}]", merged, cls)
         try:
@@ -93,6 +98,15 @@ def resolve(file_values: dict[str, Any], flags: dict[str, dict[str, Any]]) -> Ru
     options = dict(file_values.get("model_options", {}))
     options.update(flags.get("model_options", {}))
     return RunConfig(model_options=options, **sections, **top)
+
+
+def model_train_defaults(name: str) -> dict[str, Any]:
+    """The ``train_defaults`` of registered model ``name`` (empty for unknown names, which fail
+    later with the registry's message)."""
+    from graphrec.models import REGISTRY, canonical_name
+
+    entry = REGISTRY.get(canonical_name(str(name)))
+    return dict(getattr(entry[0], "train_defaults", {})) if entry else {}
 
 
 def parse_option(text: str) -> tuple[str, Any]:

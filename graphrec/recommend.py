@@ -21,6 +21,7 @@ from graphrec.checkpoint import Checkpoint, load_checkpoint
 from graphrec.cli import format_table, run
 from graphrec.errors import GraphrecError
 from graphrec.evaluation.evaluator import csr_rows, device_of, topk_excluding
+from graphrec.models.base import history
 from graphrec.utils import resolve_device
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ def recommend(ckpt: Checkpoint, users: torch.Tensor, k: int = 10, include_seen: 
               batch: int = 1024, index: str = "exact") -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``k`` item indices and scores for dense ``users``: ``([B, k], [B, k])``.
 
-    Seen items are excluded unless ``include_seen``; when a user has fewer than ``k`` unseen
+    Sequence models score from the user's every known interaction, in time order (the
+    checkpoint's seen items). Seen items are excluded unless ``include_seen``; when a user has fewer than ``k`` unseen
     items, the list is shorter (those slots hold index -1 and score -inf).
 
     Args:
@@ -64,13 +66,14 @@ def recommend(ckpt: Checkpoint, users: torch.Tensor, k: int = 10, include_seen: 
                     "using exact scoring", ckpt.model_name)
     items, scores = [], []
     device = device_of(ckpt.model)
-    for s in range(0, users.numel(), batch):
-        u = users[s:s + batch]
-        scores_b = ckpt.model.score(u.to(device)).float().clone()  # [B, I], ours to overwrite
-        values, top = topk_excluding(scores_b, u.to(scores_b.device), exclude, k, inplace=True)
-        top = top.cpu().where(torch.isfinite(values.cpu()), -1)
-        items.append(top)
-        scores.append(values.cpu())
+    with history(ckpt.model, *ckpt.seen):  # sequence models: next items after all known ones
+        for s in range(0, users.numel(), batch):
+            u = users[s:s + batch]
+            scores_b = ckpt.model.score(u.to(device)).float().clone()  # [B, I], ours to overwrite
+            values, top = topk_excluding(scores_b, u.to(scores_b.device), exclude, k, inplace=True)
+            top = top.cpu().where(torch.isfinite(values.cpu()), -1)
+            items.append(top)
+            scores.append(values.cpu())
     return torch.cat(items), torch.cat(scores)
 
 

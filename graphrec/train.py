@@ -69,7 +69,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--time-cut", type=int, default=None,
                    help="time-cut split: Unix seconds where test starts")
     s.add_argument("--split-seed", type=int, default=None, help="seed of the split (default 0)")
-    t = p.add_argument_group("training (models that learn: lightgcn, bpr, mf)")
+    t = p.add_argument_group("training (models that learn; sasrec/bert4rec default to batch 128, "
+                             "200 epochs, --metric ndcg@10)")
     t.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 50)")
     t.add_argument("--batch-size", type=int, default=None, help="interactions per step (2048)")
     t.add_argument("--lr", type=float, default=None, help="learning rate (1e-3)")
@@ -87,6 +88,8 @@ def parser() -> argparse.ArgumentParser:
                    help="recall precision ndcg map hit mrr (default: all)")
     e.add_argument("--eval-batch", type=int, default=None,
                    help="users scored at once (default: about 32M scores a batch)")
+    e.add_argument("--keep-seen", action="store_true",
+                   help="also rank the user's earlier (training, validation) items")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
@@ -110,7 +113,8 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
                   "seed": args.split_seed},
         "eval": {"ks": tuple(args.k) if args.k else None,
                  "metrics": tuple(args.metrics) if args.metrics else None,
-                 "batch_users": args.eval_batch, "progress": False if args.no_progress else None},
+                 "batch_users": args.eval_batch, "progress": False if args.no_progress else None,
+                 "exclude_seen": False if args.keep_seen else None},
         "train": {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
                   "optimizer": args.optimizer, "weight_decay": args.weight_decay,
                   "schedule": args.schedule, "num_negatives": args.num_negatives,

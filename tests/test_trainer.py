@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+from graphrec.batches import make_batches
 from graphrec.data.graph import build
 from graphrec.data.synthetic import SyntheticConfig, make_synthetic
 from graphrec.errors import GraphrecError, TrainingInterrupted
@@ -19,18 +20,20 @@ from graphrec.models import REGISTRY, build_model
 from graphrec.split import SplitConfig, split
 from graphrec.trainer import HISTORY_NAME, TrainConfig, train_model
 
-RESUMABLE = [name for name in ("lightgcn", "mf", "ncf") if name in REGISTRY]
+RESUMABLE = [name for name in ("lightgcn", "mf", "ncf", "sasrec", "bert4rec") if name in REGISTRY]
+SEQUENTIAL = ("sasrec", "bert4rec")  # trained on leave-one-out, as they are meant to be
 
 
 @pytest.fixture(scope="module")
 def parts():
     ds = build(make_synthetic(SyntheticConfig(num_users=200, num_items=120, num_clusters=6)))
-    return ds, split(ds.graph, SplitConfig("random", valid_ratio=0.1, seed=0))
+    return ds, split(ds.graph, SplitConfig("random", valid_ratio=0.1, seed=0)), \
+        split(ds.graph, SplitConfig("leave-one-out"))
 
 
 def _cfg(name: str) -> TrainConfig:
     metric = "rmse" if name == "mf" else "ndcg@20"
-    return TrainConfig(epochs=4, batch_size=256, lr=0.01, schedule="cosine", metric=metric,
+    return TrainConfig(epochs=4, batch_size=64 if name in SEQUENTIAL else 256, lr=0.01, schedule="cosine", metric=metric,
                        patience=0, seed=3, progress=False)
 
 
@@ -48,7 +51,8 @@ def _history(path):
 
 @pytest.mark.parametrize("name", RESUMABLE)
 def test_resume_after_signal_equals_unbroken_run(name, parts, tmp_path):
-    ds, sp = parts
+    ds, sp, loo = parts
+    sp = loo if name in SEQUENTIAL else sp
     cfg = _cfg(name)
     torch.manual_seed(0)
     unbroken = _model(name, ds, sp, seed=0)
@@ -58,7 +62,7 @@ def test_resume_after_signal_equals_unbroken_run(name, parts, tmp_path):
     broken = _model(name, ds, sp, seed=0)
     calls = {"n": 0}
     loss = broken.loss
-    per_epoch = -(-sp.train["user", "interacts", "item"].num_edges // cfg.batch_size)
+    per_epoch = -(-make_batches(broken, sp.train, cfg).num_examples // cfg.batch_size)
 
     def loss_then_signal(**batch):
         calls["n"] += 1
@@ -81,7 +85,7 @@ def test_resume_after_signal_equals_unbroken_run(name, parts, tmp_path):
 
 
 def test_resume_refuses_other_settings_and_data(parts, tmp_path):
-    ds, sp = parts
+    ds, sp, _ = parts
     cfg = _cfg("lightgcn")
     cfg.epochs = 1
     train_model(_model("lightgcn", ds, sp, 0), sp, cfg, out=tmp_path)

@@ -35,6 +35,8 @@ class EvalConfig:
         metrics: ranking metric names from :data:`RANKING_METRICS`.
         batch_users: users scored at once; ``0`` picks a batch of about 32M scores.
         progress: show a progress bar.
+        exclude_seen: never rank the user's training items (and validation items when
+            testing); ``False`` ranks them too (they then count as misses).
 
     Scores are ranked on the device the model returns them on.
     """
@@ -43,6 +45,7 @@ class EvalConfig:
     metrics: tuple[str, ...] = RANKING_METRICS
     batch_users: int = 0
     progress: bool = True
+    exclude_seen: bool = True
 
     def __post_init__(self) -> None:
         self.ks = tuple(int(k) for k in self.ks)
@@ -192,7 +195,11 @@ __all__ = ["EvalConfig", "evaluate", "evaluate_ranking", "evaluate_rating", "top
 def evaluate(model, split, part: str = "test", cfg: EvalConfig | None = None) -> dict[str, float]:
     """Evaluate ``model`` on ``split.test`` (excluding training and validation items) or
     ``split.valid`` (excluding training items): ranking metrics, plus RMSE/MAE when the model
-    predicts ratings and the held-out part has them."""
+    predicts ratings and the held-out part has them.
+
+    Sequence models (``uses_history``) score from the user's items before the held-out part:
+    the training items for ``valid``, training then validation items for ``test``."""
+    from graphrec.models.base import history
     from graphrec.schema import ITEM, SEQ_ITEM, SEQ_PTR, USER
 
     heldout = split.test if part == "test" else split.valid
@@ -200,10 +207,14 @@ def evaluate(model, split, part: str = "test", cfg: EvalConfig | None = None) ->
         raise GraphrecError(f"evaluation: the split has no {part} part")
     train = split.train
     num_users, num_items = int(train[USER].num_nodes), int(train[ITEM].num_nodes)
-    exclude = (train[USER][SEQ_PTR], train[USER][SEQ_ITEM])
+    seen = (train[USER][SEQ_PTR], train[USER][SEQ_ITEM])
     if part == "test" and split.valid is not None:
-        exclude = merge_csr(num_users, [exclude, split.valid.csr(num_users)])
-    out = evaluate_ranking(model, num_items, heldout, exclude, cfg)
+        seen = merge_csr(num_users, [seen, split.valid.csr(num_users)])
+    exclude = seen
+    if cfg is not None and not cfg.exclude_seen:
+        exclude = (torch.zeros(num_users + 1, dtype=torch.long), torch.zeros(0, dtype=torch.long))
+    with history(model, *seen):
+        out = evaluate_ranking(model, num_items, heldout, exclude, cfg)
     if getattr(model, "predicts_ratings", False) and heldout.rating is not None:
         out.update(evaluate_rating(model, heldout))
     return out

@@ -7,10 +7,12 @@ from typing import Any
 
 from graphrec.errors import GraphrecError
 from graphrec.models.base import Recommender
+from graphrec.models.bert4rec import BERT4Rec, BERT4RecConfig
 from graphrec.models.graph_filter import GraphFilter, GraphFilterConfig
 from graphrec.models.lightgcn import BPRConfig, GraphModel, GraphModelConfig, MFConfig
 from graphrec.models.pop import PopConfig, Popularity
 from graphrec.models.random import RandomConfig, RandomRecommender
+from graphrec.models.sasrec import SASRec, SASRecConfig
 
 REGISTRY: dict[str, tuple[type[Recommender], type]] = {
     "pop": (Popularity, PopConfig),
@@ -19,6 +21,8 @@ REGISTRY: dict[str, tuple[type[Recommender], type]] = {
     "lightgcn": (GraphModel, GraphModelConfig),
     "bpr": (GraphModel, BPRConfig),
     "mf": (GraphModel, MFConfig),
+    "sasrec": (SASRec, SASRecConfig),
+    "bert4rec": (BERT4Rec, BERT4RecConfig),
 }
 ALIASES = {"gfcf": "graph-filter"}
 

@@ -8,6 +8,15 @@
 * ``loss(**batch) -> scalar``: trainable models only. ``batch_kind`` names the batches the
   trainer builds for it (:mod:`graphrec.batches`): ``"pairs"`` (``users``, ``items``,
   ``negatives``), ``"ratings"`` (``users``, ``items``, ``ratings``), ``"sequences"``.
+* History (sequence models, ``uses_history = True``): ``score`` reads each user's time-ordered
+  items, not a user embedding. ``fit(train)`` takes the training sequences; whoever scores for
+  another moment hands over the right history first with ``set_history(ptr, items)`` (CSR over
+  all users) and puts the old one back after (``get_history()``; :func:`history` does both):
+  the evaluator gives the training items for the validation part and training plus validation
+  items (in that order) for the test part; ``recommend`` gives every known interaction.
+* ``train_defaults``: training settings (:class:`graphrec.trainer.TrainConfig` fields) that
+  suit the model better than the graph models' defaults; resolved under the config file and
+  flags.
 
 Models never build their own graph or read files: they get the training graph from the caller.
 """
@@ -15,7 +24,8 @@ Models never build their own graph or read files: they get the training graph fr
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from contextlib import contextmanager
+from typing import Any, ClassVar, Iterator
 
 import torch
 from torch_geometric.data import HeteroData
@@ -32,6 +42,10 @@ class Recommender(torch.nn.Module, ABC):
     trainable: ClassVar[bool] = False
     #: the batches ``loss`` reads, see :mod:`graphrec.batches`
     batch_kind: str = "pairs"
+    #: whether ``score`` reads the users' histories (``set_history``/``get_history``)
+    uses_history: ClassVar[bool] = False
+    #: per-model training defaults (TrainConfig fields), under the config file and flags
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, num_users: int, num_items: int) -> None:
         super().__init__()
@@ -63,3 +77,18 @@ class Recommender(torch.nn.Module, ABC):
     def loss(self, **batch: torch.Tensor) -> torch.Tensor:
         """The training loss of one batch (trainable models)."""
         raise GraphrecError(f"model {type(self).__name__} is not trained by a loss")
+
+
+@contextmanager
+def history(model: object, ptr: torch.Tensor, items: torch.Tensor) -> Iterator[None]:
+    """Score ``model`` from the CSR history ``(ptr, items)`` inside the block, then put its own
+    history back. Does nothing for models without ``uses_history``."""
+    if not getattr(model, "uses_history", False):
+        yield
+        return
+    saved = model.get_history()  # type: ignore[attr-defined]
+    model.set_history(ptr, items)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        model.set_history(*saved)  # type: ignore[attr-defined]
