@@ -227,3 +227,30 @@ def test_sequence_models_have_their_own_training_defaults():
     cfg = resolve({"model": "sasrec", "train": {"batch_size": 64, "metric": "hit@20"}},
                   {"train": {"batch_size": 32}}).train
     assert (cfg.batch_size, cfg.metric, cfg.lr) == (32, "hit@20", 1e-3)
+
+
+def test_recommend_gives_next_items_after_the_full_history(synthetic, tmp_path):
+    from graphrec.checkpoint import load_checkpoint, save_checkpoint
+    from graphrec.recommend import recommend
+
+    ds, parts = synthetic
+    model = build_model("sasrec", ds.num_users, ds.num_items, model_config("sasrec", {"max_len": 6}))
+    model.fit(parts.train)
+    save_checkpoint(tmp_path / "model.pt", "sasrec", model.cfg, model, ds, {})
+    ckpt = load_checkpoint(tmp_path)
+    users = torch.arange(30)
+    items, _ = recommend(ckpt, users, k=5)
+    full = (ds.graph[USER][SEQ_PTR], ds.graph[USER][SEQ_ITEM])
+    ref = SASRec(ds.num_users, ds.num_items, model.cfg).eval()
+    ref.load_state_dict(model.state_dict())
+
+    def top(history):
+        ref.set_history(*history)
+        scores = ref.score(users)
+        pos = torch.repeat_interleave(users, full[0].diff()[users])
+        scores[pos, torch.cat([full[1][full[0][u]:full[0][u + 1]] for u in users])] = -float("inf")
+        return scores.topk(5, dim=1).indices
+
+    assert torch.equal(items, top(full))  # served from every known interaction
+    assert not torch.equal(items, top((parts.train[USER][SEQ_PTR], parts.train[USER][SEQ_ITEM])))
+    assert torch.equal(ckpt.model.history_items, parts.train[USER][SEQ_ITEM])  # put back
