@@ -62,3 +62,18 @@ def test_lightgcn_speed_quick(tmp_path):
         assert rec["summary"][model]["epoch_s_estimate"] > 0
         assert rec["summary"][model]["memory"]["peak_rss_mib"] > 0
     assert (tmp_path / "lightgcn_speed.md").read_text().startswith("LightGCN training speed")
+
+
+def test_models_quick(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "models.py"), "--quick",
+                           "--only", "pop,bpr", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    records = {r["model"]: r for r in
+               (json.loads(line) for line in (tmp_path / "models.jsonl").read_text().splitlines())}
+    assert set(records) == {"pop", "bpr"}
+    assert records["bpr"]["epochs"] == 2 and records["bpr"]["parameters"] > 0
+    for r in records.values():
+        assert r["status"] == "ok" and 0 <= r["metrics"]["recall@20"] <= 1
+        assert r["peak_rss_mib"] > 0
+    assert "| `bpr` |" in (tmp_path / "models.md").read_text()
