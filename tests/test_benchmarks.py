@@ -77,3 +77,18 @@ def test_models_quick(tmp_path):
         assert r["status"] == "ok" and 0 <= r["metrics"]["recall@20"] <= 1
         assert r["peak_rss_mib"] > 0
     assert "| `bpr` |" in (tmp_path / "models.md").read_text()
+
+
+def test_sequential_quick(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "sequential.py"), "--quick",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in (tmp_path / "sequential.jsonl").read_text().splitlines()]
+    assert {r["model"] for r in records if r["section"] == "throughput"} == {"sasrec", "bert4rec"}
+    assert {r["options"]["loss"] for r in records if r["section"] == "softmax"} >= {"ce", "sampled-ce"}
+    for r in records:
+        assert r["result"]["train"]["sequences_per_s"] > 0
+        assert r["result"]["memory"]["rss_before_mib"] > 0
+        if r["section"] == "throughput":
+            assert r["result"]["eval"]["users_per_s"] > 0
+    assert (tmp_path / "sequential.md").read_text().startswith("Sequential benchmark")
