@@ -10,6 +10,7 @@ from graphrec.models.base import Recommender
 from graphrec.models.bert4rec import BERT4Rec, BERT4RecConfig
 from graphrec.models.graph_filter import GraphFilter, GraphFilterConfig
 from graphrec.models.lightgcn import BPRConfig, GraphModel, GraphModelConfig, MFConfig
+from graphrec.models.ncf import NCF, MLPRating, MLPRatingConfig, NCFConfig
 from graphrec.models.pop import PopConfig, Popularity
 from graphrec.models.random import RandomConfig, RandomRecommender
 from graphrec.models.sasrec import SASRec, SASRecConfig
@@ -21,6 +22,8 @@ REGISTRY: dict[str, tuple[type[Recommender], type]] = {
     "lightgcn": (GraphModel, GraphModelConfig),
     "bpr": (GraphModel, BPRConfig),
     "mf": (GraphModel, MFConfig),
+    "ncf": (NCF, NCFConfig),
+    "mlp-rating": (MLPRating, MLPRatingConfig),
     "sasrec": (SASRec, SASRecConfig),
     "bert4rec": (BERT4Rec, BERT4RecConfig),
 }
