@@ -9,7 +9,7 @@ from graphrec.errors import GraphrecError
 from graphrec.models.base import Recommender
 from graphrec.models.bert4rec import BERT4Rec, BERT4RecConfig
 from graphrec.models.graph_filter import GraphFilter, GraphFilterConfig
-from graphrec.models.lightgcn import BPRConfig, GraphModel, GraphModelConfig, MFConfig
+from graphrec.models.lightgcn import BPRConfig, GraphModel, GraphModelConfig, MFConfig, RatingMF
 from graphrec.models.ncf import NCF, MLPRating, MLPRatingConfig, NCFConfig
 from graphrec.models.pop import PopConfig, Popularity
 from graphrec.models.random import RandomConfig, RandomRecommender
@@ -21,7 +21,7 @@ REGISTRY: dict[str, tuple[type[Recommender], type]] = {
     "graph-filter": (GraphFilter, GraphFilterConfig),
     "lightgcn": (GraphModel, GraphModelConfig),
     "bpr": (GraphModel, BPRConfig),
-    "mf": (GraphModel, MFConfig),
+    "mf": (RatingMF, MFConfig),
     "ncf": (NCF, NCFConfig),
     "mlp-rating": (MLPRating, MLPRatingConfig),
     "sasrec": (SASRec, SASRecConfig),
