@@ -207,7 +207,7 @@ def markdown(records: list[dict[str, Any]], header: str) -> str:
                 rec = next((r for r in sm if r["items"] == i and _loss_name(r["options"]) == name), None)
                 res = rec["result"] if rec else None
                 mem = res["memory"] if res else {}
-                add = (mem["peak_rss_mib"] or 0) - (mem["rss_before_mib"] or 0)
+                add = max(0.0, (mem["peak_rss_mib"] or 0) - (mem["rss_before_mib"] or 0))
                 cells.append(f"{res['train']['sequences_per_s']:,.0f} / {mem['peak_rss_mib'] or 0:,.0f} "
                              f"(+{add:,.0f})" if res else "–")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
@@ -220,7 +220,8 @@ def markdown(records: list[dict[str, Any]], header: str) -> str:
 
 def _loss_name(options: dict[str, Any]) -> str:
     if options["loss"] == "sampled-ce":
-        return f"sampled-ce, {options['num_negatives']} negatives"
+        n = options["num_negatives"]
+        return f"sampled-ce, {n} negative{'s' if n > 1 else ''}"
     return {"ce": "ce (full softmax)", "bce": "bce (1 negative per position)"}[options["loss"]]
 
 
