@@ -254,3 +254,21 @@ def test_recommend_gives_next_items_after_the_full_history(synthetic, tmp_path):
     assert torch.equal(items, top(full))  # served from every known interaction
     assert not torch.equal(items, top((parts.train[USER][SEQ_PTR], parts.train[USER][SEQ_ITEM])))
     assert torch.equal(ckpt.model.history_items, parts.train[USER][SEQ_ITEM])  # put back
+
+
+def test_leave_one_out_without_timestamps_and_small_users(caplog):
+    # user 0: 1 interaction, 1: 2, 2: 3, 3: 4; no timestamps: file order is time order
+    user = torch.tensor([0, 1, 1, 2, 2, 2, 3, 3, 3, 3])
+    item = torch.tensor([5, 4, 1, 0, 3, 2, 1, 2, 0, 4])
+    g = make_graph(4, 6, user, item, {})
+    with caplog.at_level("WARNING"):
+        parts = split(g, SplitConfig("leave-one-out"))
+    assert "file order" in caplog.text
+    assert parts.test.user.tolist() == [1, 2, 3] and parts.test.item.tolist() == [1, 2, 4]
+    assert parts.valid.user.tolist() == [2, 3] and parts.valid.item.tolist() == [3, 0]
+    model = build_model("sasrec", 4, 6, model_config("sasrec", {"max_len": 4}))
+    batches = make_batches(model, parts.train, TrainConfig())
+    assert batches.users.tolist() == [3]  # the only user left with two training items
+    model.fit(parts.train)
+    scores = model.score(torch.arange(4))  # users 0-2 are still scored from their one item
+    assert torch.isfinite(scores).all()
