@@ -135,3 +135,27 @@ def test_rating_model_needs_ratings():
     model.fit(parts.train)
     with pytest.raises(GraphrecError, match="ratings"):
         train_model(model, parts, TrainConfig(epochs=1, progress=False))
+
+
+def test_scoring_cache_follows_the_weights():
+    g = random_graph(num_users=6, num_items=9, seed=4)
+    torch.manual_seed(0)
+    model = GraphModel(6, 9, GraphModelConfig(dim=4, num_layers=2))
+    model.fit(g)
+    model.eval()
+    users = torch.arange(6)
+    first = model.score(users)
+    assert torch.equal(model.score(users), first)  # cached, same numbers
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    model.loss(users=users, items=torch.arange(6), negatives=torch.arange(6).view(6, 1) + 1).backward()
+    opt.step()  # an in-place update, in eval mode
+    stepped = model.score(users)
+    assert not torch.equal(stepped, first)
+    u, i = model.embeddings()
+    torch.testing.assert_close(stepped, u @ i.T)
+    other = GraphModel(6, 9, GraphModelConfig(dim=4, num_layers=2))
+    other.fit(g)
+    other.eval()
+    other.score(users)
+    other.load_state_dict(model.state_dict())
+    torch.testing.assert_close(other.score(users), stepped)

@@ -91,6 +91,9 @@ class GraphModel(Recommender):
             self.global_bias = torch.nn.Parameter(torch.zeros(1))
         self.register_buffer("train_edges", torch.zeros(2, 0, dtype=torch.long))
         self._adj: Tensor | None = None  # derived from train_edges, rebuilt when missing
+        # propagated embeddings for scoring, keyed on the weights' in-place version counter
+        # (every optimizer step and state load bumps it) and the adjacency they came from
+        self._scored: tuple[tuple[int, ...], tuple[Tensor, Tensor]] | None = None
         self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_adj", None))
 
     def fit(self, train: HeteroData) -> None:
@@ -121,8 +124,27 @@ class GraphModel(Recommender):
         b = self.bias.weight.squeeze(1)
         return self.global_bias + b[users] + b[items + self.num_users]
 
+    def scoring_embeddings(self) -> tuple[Tensor, Tensor]:
+        """:meth:`embeddings` without autograd; in eval mode computed once per state of the
+        weights, since the evaluator scores users batch after batch and each batch would
+        otherwise propagate over the whole graph again. ``train()`` drops the cache."""
+        if self.training:
+            with torch.no_grad():
+                return self.embeddings()
+        w = self.embedding.weight
+        key = (w._version, w.data_ptr(), id(self.adjacency()))
+        if self._scored is None or self._scored[0] != key:
+            with torch.no_grad():
+                self._scored = (key, self.embeddings())
+        return self._scored[1]
+
+    def train(self, mode: bool = True) -> "GraphModel":
+        """Switch mode, dropping cached scoring embeddings."""
+        self._scored = None
+        return super().train(mode)
+
     def score(self, users: Tensor) -> Tensor:
-        u, i = self.embeddings()
+        u, i = self.scoring_embeddings()
         scores = u[users] @ i.T  # [B, I]
         if self.cfg.biases:
             b = self.bias.weight.squeeze(1)
@@ -132,7 +154,7 @@ class GraphModel(Recommender):
     def predict(self, users: Tensor, items: Tensor) -> Tensor:
         if not self.predicts_ratings:
             return super().predict(users, items)
-        u, i = self.embeddings()
+        u, i = self.scoring_embeddings()
         return (u[users] * i[items]).sum(1) + self._bias(users, items)  # [N]
 
     def loss(self, users: Tensor, items: Tensor, negatives: Tensor | None = None,
