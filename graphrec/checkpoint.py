@@ -20,7 +20,7 @@ from graphrec.errors import GraphrecError
 from graphrec.models import build_model, model_config
 from graphrec.models.base import Recommender
 from graphrec.schema import SEQ_ITEM, SEQ_PTR, USER
-from graphrec.utils import atomic_torch_save
+from graphrec.utils import atomic_torch_save, load_artifact
 
 FORMAT = "graphrec-checkpoint"
 VERSION = 1
@@ -69,14 +69,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise GraphrecError(f"{path}: no such checkpoint (is it a graphrec run folder?)") from None
-    except Exception as e:  # unpickling errors come in many types
-        raise GraphrecError(f"{path}: not a graphrec checkpoint ({type(e).__name__})") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise GraphrecError(f"{path}: not a graphrec checkpoint")
+    blob = load_artifact(path, FORMAT, "graphrec checkpoint",
+                         "no such checkpoint (is it a graphrec run folder?)")
     if blob.get("version") != VERSION:
         raise GraphrecError(f"{path}: checkpoint version {blob.get('version')} is not supported")
     cfg = model_config(blob["model"], json.loads(blob["model_config"]))

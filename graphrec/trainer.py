@@ -40,7 +40,7 @@ from graphrec.evaluation.evaluator import EvalConfig, evaluate
 from graphrec.models.base import Recommender
 from graphrec.schema import EDGE
 from graphrec.split import Split
-from graphrec.utils import atomic_torch_save
+from graphrec.utils import atomic_torch_save, load_artifact
 
 log = logging.getLogger(__name__)
 
@@ -183,15 +183,9 @@ def train_model(model: Recommender, split: Split, cfg: TrainConfig,
 
 
 def _load_state(path: Path, fingerprint: str, cfg: TrainConfig) -> dict[str, Any]:
-    try:
-        # on CPU: RNG states must stay there; load_state_dict moves the rest to the model's device
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise GraphrecError(f"--resume: {path} not found (nothing to resume in that folder)") from None
-    except Exception as e:  # unpickling errors come in many types
-        raise GraphrecError(f"--resume: {path}: unreadable trainer state ({type(e).__name__})") from None
-    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
-        raise GraphrecError(f"--resume: {path} is not a graphrec trainer state")
+    # onto the CPU: RNG states must stay there; load_state_dict moves the rest to the model
+    state = load_artifact(path, STATE_FORMAT, "graphrec trainer state",
+                          "not found (nothing to resume in that folder)", prefix="--resume: ")
     if state["fingerprint"] != fingerprint:
         raise GraphrecError(f"--resume: the data or split differ from the run's ({path.parent})")
     saved = json.loads(state["config"])

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from graphrec.errors import GraphrecError
+
 
 def _umask_mode() -> int:
     """The mode a plain ``open(path, "w")`` would give a new file (mkstemp's is 0600)."""
@@ -56,6 +58,23 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def load_artifact(path: str | os.PathLike, fmt: str, what: str, missing: str,
+                  prefix: str = "") -> dict[str, Any]:
+    """Read a dict written by :func:`atomic_torch_save` whose ``"format"`` is ``fmt``, with
+    ``torch.load(weights_only=True)`` (no pickled code runs) onto the CPU. Every failure is a
+    one-line :class:`GraphrecError`: ``prefix`` + the path + ``missing`` when there is no file,
+    else "not a ``what``"."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise GraphrecError(f"{prefix}{path}: {missing}") from None
+    except Exception as e:  # unpickling errors come in many types
+        raise GraphrecError(f"{prefix}{path}: not a {what} ({type(e).__name__})") from None
+    if not isinstance(blob, dict) or blob.get("format") != fmt:
+        raise GraphrecError(f"{prefix}{path}: not a {what}")
+    return blob
 
 
 def resolve_device(name: str = "auto") -> torch.device:

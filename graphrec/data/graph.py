@@ -23,7 +23,7 @@ from graphrec.data.readers import RawData
 from graphrec.errors import GraphrecError
 from graphrec.schema import (EDGE, ITEM, PART, PART_TEST, RATING, RESERVED_NODE_ATTRS, REV_EDGE,
                              SEQ_ITEM, SEQ_PTR, TIME, USER)
-from graphrec.utils import atomic_torch_save
+from graphrec.utils import atomic_torch_save, load_artifact
 
 log = logging.getLogger(__name__)
 
@@ -415,14 +415,7 @@ def save(ds: Dataset, path: str | Path) -> None:
 def load(path: str | Path) -> Dataset:
     """Read a file written by :func:`save`, without executing pickled code."""
     path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise GraphrecError(f"{path}: no such file") from None
-    except Exception as e:  # unpickling errors come in many types
-        raise GraphrecError(f"{path}: not a graphrec graph file ({type(e).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FILE_FORMAT:
-        raise GraphrecError(f"{path}: not a graphrec graph file")
+    payload = load_artifact(path, FILE_FORMAT, "graphrec graph file", "no such file")
     if payload.get("version") != FILE_VERSION:
         raise GraphrecError(f"{path}: graph file version {payload.get('version')} is not supported "
                             f"(this graphrec reads version {FILE_VERSION}); convert it again")
