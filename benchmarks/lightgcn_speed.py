@@ -81,18 +81,23 @@ def _clock(t0: float) -> float:
     return time.perf_counter() - t0
 
 
-def step_ours(s: dict[str, Any], batch: dict[str, Any]) -> dict[str, float]:
-    """One graphrec training step (the trainer's: ``model.loss(**batch)``), timed by phase."""
+def _timed_step(forward: Any, opt: Any) -> dict[str, float]:
+    """One training step: ``forward()`` returns the loss; each phase timed."""
     t = time.perf_counter()
-    loss = s["ours"].loss(**batch)
+    loss = forward()
     fwd = _clock(t)
     t = time.perf_counter()
-    s["opt_ours"].zero_grad(set_to_none=True)
+    opt.zero_grad(set_to_none=True)
     loss.backward()
     bwd = _clock(t)
     t = time.perf_counter()
-    s["opt_ours"].step()
+    opt.step()
     return {"forward": fwd, "backward": bwd, "step": _clock(t)}
+
+
+def step_ours(s: dict[str, Any], batch: dict[str, Any]) -> dict[str, float]:
+    """One graphrec training step (the trainer's: ``model.loss(**batch)``), timed by phase."""
+    return _timed_step(lambda: s["ours"].loss(**batch), s["opt_ours"])
 
 
 def step_pyg(s: dict[str, Any], batch: dict[str, Any]) -> dict[str, float]:
@@ -100,20 +105,15 @@ def step_pyg(s: dict[str, Any], batch: dict[str, Any]) -> dict[str, float]:
     adjacency, dot products, ``recommendation_loss`` (BPR + L2 on the batch's layer-0 rows)."""
     torch, pyg, n_users = s["torch"], s["pyg"], s["ds"].num_users
     u, i, neg = batch["users"], batch["items"] + n_users, batch["negatives"][:, 0] + n_users
-    t = time.perf_counter()
-    out = pyg.get_embedding(s["adj"])
-    pos_rank = (out[u] * out[i]).sum(-1)
-    neg_rank = (out[u] * out[neg]).sum(-1)
-    loss = pyg.recommendation_loss(pos_rank, neg_rank, node_id=torch.cat([u, i, neg]),
-                                   lambda_reg=1e-4)
-    fwd = _clock(t)
-    t = time.perf_counter()
-    s["opt_pyg"].zero_grad(set_to_none=True)
-    loss.backward()
-    bwd = _clock(t)
-    t = time.perf_counter()
-    s["opt_pyg"].step()
-    return {"forward": fwd, "backward": bwd, "step": _clock(t)}
+
+    def forward() -> Any:
+        out = pyg.get_embedding(s["adj"])
+        pos_rank = (out[u] * out[i]).sum(-1)
+        neg_rank = (out[u] * out[neg]).sum(-1)
+        return pyg.recommendation_loss(pos_rank, neg_rank, node_id=torch.cat([u, i, neg]),
+                                       lambda_reg=1e-4)
+
+    return _timed_step(forward, s["opt_pyg"])
 
 
 def _batch(s: dict[str, Any], order: Any, b: int, size: int) -> tuple[dict[str, Any], float]:

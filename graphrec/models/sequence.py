@@ -13,6 +13,8 @@ Item indices ``0..num_items-1`` are the graph's; ``pad = num_items`` (and BERT4R
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
@@ -73,9 +75,9 @@ class SequenceRecommender(Recommender):
         """The last ``length`` history items of ``users``, left-padded: ``[B, length]``."""
         return tail_windows(self.history_ptr, self.history_items, users, length, self.pad)
 
+    @abstractmethod
     def query_windows(self, users: Tensor) -> Tensor:
         """The windows whose last position predicts the next item: ``[B, L]``."""
-        raise NotImplementedError
 
     def score(self, users: Tensor) -> Tensor:
         """Scores of all items from the hidden state at the last position; never with dropout."""
