@@ -277,11 +277,14 @@ class Context:
         return torch.stack([torch.cat([u, i]), torch.cat([i, u])])
 
 
-def structure_bytes(name: str, n: int, nnz: int) -> int:
-    """Bytes of the structure a backend keeps between calls (its adjacency representation)."""
-    csr = (n + 1) * 8 + nnz * 8 + nnz * 4
+def structure_bytes(name: str, n: int, nnz: int, index_bytes: int = 8) -> int:
+    """Bytes of the structure a backend keeps between calls (its adjacency representation).
+    ``index_bytes``: the size of one index of graphrec's CSR adjacency (int32 or int64), which
+    the CSR backends share; the others hold int64 indices of their own."""
+    csr = (n + 1) * index_bytes + nnz * index_bytes + nnz * 4
+    csr64 = (n + 1) * 8 + nnz * 8 + nnz * 4
     return {"torch_coo": nnz * 16 + nnz * 4, "pyg_lgconv_edge_index": nnz * 16,
-            "index_add": nnz * 20, "torch_scatter": csr, "torch_scatter_add": nnz * 20,
+            "index_add": nnz * 20, "torch_scatter": csr64, "torch_scatter_add": nnz * 20,
             "dense": n * n * 4}.get(name, csr)
 
 
@@ -520,7 +523,9 @@ def _prepare(args: argparse.Namespace) -> tuple[Any, dict[str, Any], Context]:
     adj = normalized_adjacency(graph, args.device)
     _sync(args.device)()
     info["adjacency_s"] = time.perf_counter() - t0
-    info["adjacency_bytes"] = structure_bytes(GRAPHREC, info["nodes"], info["nnz"])
+    info["index_bytes"] = adj.col_indices().element_size()
+    info["adjacency_bytes"] = structure_bytes(GRAPHREC, info["nodes"], info["nnz"],
+                                              info["index_bytes"])
     # A~ must be symmetric for graphrec's backward: u.(A v) == v.(A u) for random u, v.
     gen = torch.Generator().manual_seed(1)
     u, v = (torch.randn(info["nodes"], 1, generator=gen, dtype=torch.float32).to(args.device)
@@ -690,6 +695,7 @@ def child_memory(args: argparse.Namespace) -> dict[str, Any]:
     n = ctx.n
     held = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
             for t in (adj.crow_indices(), adj.col_indices(), adj.values())}
+    held_index_bytes = adj.col_indices().element_size()
     x = _embeddings(n, args.dim, args.device)[0]
     fn = setup_backend(args.backend, ctx)
     if args.backend != "torch_csr_autograd" and args.backend != GRAPHREC:
@@ -726,8 +732,9 @@ def child_memory(args: argparse.Namespace) -> dict[str, Any]:
             phase("encoder_forward_peak_mib", lambda: enc(x.detach()))
         phase("encoder_forward_backward_peak_mib", fwd_bwd(enc))
     nnz, dim = info["nnz"], args.dim
-    out.update(structure_mib=structure_bytes(args.backend, n, nnz) / 2**20,
-               adjacency_mib=structure_bytes(GRAPHREC, n, nnz) / 2**20,
+    ib = held_index_bytes
+    out.update(structure_mib=structure_bytes(args.backend, n, nnz, ib) / 2**20,
+               adjacency_mib=structure_bytes(GRAPHREC, n, nnz, ib) / 2**20,
                adjacency_storage_mib=sum(held.values()) / 2**20,
                embeddings_mib=n * dim * 4 / 2**20, kind="cuda_allocated" if cuda else "rss")
     return {"info": info, "dim": dim, "device": args.device, "backend": args.backend,
@@ -917,8 +924,8 @@ def l3_bytes() -> int | None:
 def layer_bytes(info: dict[str, Any], dim: int) -> dict[str, int]:
     """The bytes one layer's forward must move: the effective model (indices + values + every
     gathered row + output) and the compulsory DRAM traffic (the table read once instead)."""
-    n, nnz = info["nodes"], info["nnz"]
-    indices, values = (n + 1) * 8 + nnz * 8, nnz * 4
+    n, nnz, ib = info["nodes"], info["nnz"], info.get("index_bytes", 8)
+    indices, values = (n + 1) * ib + nnz * ib, nnz * 4
     table, gathered, output = n * dim * 4, nnz * dim * 4, n * dim * 4
     return {"indices": indices, "values": values, "gathered": gathered, "table": table,
             "output": output, "effective": indices + values + gathered + output,

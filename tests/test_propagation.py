@@ -9,7 +9,7 @@ from torch_geometric.nn import LGConv
 from conftest import random_graph
 from graphrec.errors import GraphrecError
 from graphrec.nn.propagation import (BACKENDS, DEFAULT_BACKEND, LightGCNEncoder, SymmetricLGConv,
-                                     normalized_adjacency, symmetric_spmm)
+                                     normalized_adjacency, spmm, symmetric_spmm)
 from graphrec.schema import EDGE
 
 
@@ -33,6 +33,23 @@ def graph():
 def test_adjacency_matches_dense(graph):
     adj = normalized_adjacency(graph)
     torch.testing.assert_close(adj.to_dense().double(), dense_adjacency(graph), rtol=1e-6, atol=1e-7)
+
+
+def test_adjacency_indices_are_int32(graph):
+    adj = normalized_adjacency(graph)
+    assert adj.crow_indices().dtype == adj.col_indices().dtype == torch.int32
+
+
+def test_spmm_ignores_garbage_in_its_output(graph, monkeypatch):
+    """spmm writes into uninitialized memory with beta=0: NaNs already there must not leak."""
+    adj = normalized_adjacency(graph)
+    x = torch.randn(12, 19).T  # non-contiguous [19, 12]
+    real_empty = torch.Tensor.new_empty
+    monkeypatch.setattr(torch.Tensor, "new_empty",
+                        lambda self, *size, **kw: real_empty(self, *size, **kw).fill_(float("nan")))
+    got = spmm(adj, x)
+    torch.testing.assert_close(got.double(), dense_adjacency(graph) @ x.double(), rtol=1e-5,
+                               atol=1e-6)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

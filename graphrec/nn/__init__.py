@@ -1,7 +1,8 @@
 """Neural building blocks shared by the models: graph propagation over the user-item graph."""
 
 from graphrec.nn.propagation import (BACKENDS, DEFAULT_BACKEND, LightGCNEncoder, SymmetricLGConv,
-                                     make_conv, normalized_adjacency, symmetric_spmm)
+                                     make_conv, normalized_adjacency, spmm,
+                                     symmetric_spmm)
 
 __all__ = ["BACKENDS", "DEFAULT_BACKEND", "LightGCNEncoder", "SymmetricLGConv", "make_conv",
-           "normalized_adjacency", "symmetric_spmm"]
+           "normalized_adjacency", "spmm", "symmetric_spmm"]
