@@ -54,6 +54,7 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
     from graphrec.data.synthetic import SyntheticConfig, make_synthetic
     from graphrec.models import build_model
     from graphrec.models.lightgcn import GraphModelConfig
+    from graphrec.nn.propagation import normalized_adjacency
     from graphrec.split import SplitConfig, split
 
     torch.manual_seed(0)
@@ -66,7 +67,9 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
     cfg = GraphModelConfig(dim=args.dim, num_layers=args.layers, l2=1e-4)
     ours = build_model("lightgcn", ds.num_users, ds.num_items, cfg)
     ours.fit(parts.train)
-    adj = ours.adjacency()
+    # PyG's model gets the plain CSR (its fastest form); ours builds its own (column blocks
+    # where they pay), as in training
+    adj = normalized_adjacency(parts.train)
     pyg = LightGCN(ds.num_users + ds.num_items, args.dim, args.layers, normalize=False)
     with torch.no_grad():
         pyg.embedding.weight.copy_(ours.embedding.weight)

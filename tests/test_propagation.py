@@ -8,7 +8,9 @@ from torch_geometric.nn import LGConv
 
 from conftest import random_graph
 from graphrec.errors import GraphrecError
-from graphrec.nn.propagation import (BACKENDS, DEFAULT_BACKEND, LightGCNEncoder, SymmetricLGConv,
+from graphrec.nn import propagation
+from graphrec.nn.propagation import (BACKENDS, DEFAULT_BACKEND, ColumnBlocks, LightGCNEncoder,
+                                     SymmetricLGConv, block_count, blocked_adjacency,
                                      normalized_adjacency, spmm, symmetric_spmm)
 from graphrec.schema import EDGE
 
@@ -50,6 +52,55 @@ def test_spmm_ignores_garbage_in_its_output(graph, monkeypatch):
     got = spmm(adj, x)
     torch.testing.assert_close(got.double(), dense_adjacency(graph) @ x.double(), rtol=1e-5,
                                atol=1e-6)
+
+
+@pytest.mark.parametrize("num_blocks", [1, 2, 3, 19])  # 19: one column each, some empty
+def test_column_blocks_match_dense(graph, num_blocks):
+    adj = normalized_adjacency(graph)
+    blocks = ColumnBlocks(adj, num_blocks)
+    assert len(blocks.blocks) == num_blocks and blocks.shape == (19, 19)
+    dense = dense_adjacency(graph)
+    x = torch.randn(19, 5, dtype=torch.float64)
+    torch.testing.assert_close(spmm(blocks, x.float()).double(), dense @ x, rtol=1e-5, atol=1e-6)
+    # the 3-layer encoder over the blocks, value and gradient, against the CSR's
+    xb, xc = (x.float().requires_grad_() for _ in range(2))
+    g = torch.randn(19, 5)
+    out_b, out_c = LightGCNEncoder(3)(xb, blocks), LightGCNEncoder(3)(xc, adj)
+    torch.testing.assert_close(out_b, out_c)
+    (out_b * g).sum().backward()
+    (out_c * g).sum().backward()
+    torch.testing.assert_close(xb.grad, xc.grad)
+
+
+def test_block_count_rule():
+    # Gowalla-sized table at F = 64 (17 MiB): two 12 MiB-or-less slices
+    assert block_count(70_839, 70_839, 1_620_256, 64) == 2
+    assert block_count(70_839, 70_839, 1_620_256, 8) == 1  # fits: one plain product
+    # capped at half the non-zeros per row: each block costs a pass over the output
+    assert block_count(750_000, 750_000, 20_000_000, 256) == 13
+    assert block_count(10**6, 10**6, 10**6, 256) == 1
+
+
+def test_blocked_adjacency_only_where_it_pays(monkeypatch):
+    adj = normalized_adjacency(random_graph(num_users=20, num_items=30, per_user=(8, 12), seed=2))
+    assert blocked_adjacency(adj, 4) is adj
+    monkeypatch.setattr(propagation, "CPU_BLOCK_BYTES", 64)  # force blocks on the tiny graph
+    assert isinstance(blocked_adjacency(adj, 4), ColumnBlocks)
+
+
+def test_lightgcn_scores_same_with_column_blocks(monkeypatch):
+    from graphrec.models import build_model
+    from graphrec.models.lightgcn import GraphModelConfig
+
+    g = random_graph(num_users=40, num_items=30, per_user=(4, 12), seed=5)
+    model = build_model("lightgcn", 40, 30, GraphModelConfig(dim=8))
+    model.fit(g)
+    plain = model.score(torch.arange(40))
+    assert isinstance(model.adjacency(), torch.Tensor)
+    monkeypatch.setattr(propagation, "CPU_BLOCK_BYTES", 256)
+    model.fit(g)  # rebuilds the adjacency
+    assert isinstance(model.adjacency(), ColumnBlocks)
+    torch.testing.assert_close(model.score(torch.arange(40)), plain)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
