@@ -57,6 +57,7 @@ def train(args: argparse.Namespace) -> int:
         model = build_model(args.model, ds.num_users, ds.num_items, cfg)
         model.fit(parts.train)
         train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                                num_negatives=args.num_negatives,
                                 eval_every=args.eval_every, patience=0, metric="recall@20",
                                 seed=0, progress=not args.no_progress)
         eval_cfg = EvalConfig(ks=(20,), metrics=("recall", "ndcg"), progress=False)
@@ -65,7 +66,7 @@ def train(args: argparse.Namespace) -> int:
         (out / "settings.json").write_text(json.dumps(
             {"model": args.model, "model_config": options, "epochs": args.epochs,
              "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
-             "threads": args.threads}, indent=2))
+             "num_negatives": args.num_negatives, "threads": args.threads}, indent=2))
         train_model(model, monitored, train_cfg, eval_cfg, out, resume=args.resume)
         return 0
 
@@ -96,7 +97,9 @@ def report(args: argparse.Namespace) -> int:
            "machine": machine_info(), "git_commit": git_commit(), "load_avg_1m": _load_avg(),
            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     lines = [f"Gowalla, `{settings['model']}` (options {settings['model_config'] or 'default'}), "
-             f"batch {settings['batch_size']}, lr {settings['lr']}, {settings['threads']} threads; "
+             f"batch {settings['batch_size']}, lr {settings['lr']}, "
+             f"{settings.get('num_negatives', 1)} negative(s) per positive, "
+             f"{settings['threads']} threads; "
              f"{rec['machine']['cpu']}; test Recall/NDCG@20 every {settings['eval_every']} epochs "
              f"(the papers' protocol, no selection); {len(history)} epochs in "
              f"{rec['elapsed_s'] / 60:.1f} min (median epoch {rec['train_seconds_per_epoch_median']:.0f} s "
@@ -111,7 +114,7 @@ def report(args: argparse.Namespace) -> int:
     lines += [f"| {e} | {t / 60:.1f} | {r:.4f} | {n:.4f} |" for e, t, r, n in evals]
     out = Path(args.out) if args.out else DEFAULT_RESULTS
     out.mkdir(parents=True, exist_ok=True)
-    name = f"gowalla_curve_{settings['model']}"
+    name = f"gowalla_curve_{args.tag or settings['model']}"
     with open(out / f"{name}.jsonl", "a") as fh:
         fh.write(json.dumps(rec) + "\n")
     (out / f"{name}.md").write_text("\n".join(lines) + "\n")
@@ -141,10 +144,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                    help="model option, e.g. --set l2=1e-4")
     p.add_argument("--data", default=str(DEFAULT_DATA / "gowalla"))
-    p.add_argument("--run", default=None, help="run folder (default runs/gowalla-MODEL)")
+    p.add_argument("--tag", default=None,
+                   help="names the run folder and the results files (default: the model)")
+    p.add_argument("--run", default=None, help="run folder (default runs/gowalla-TAG)")
     p.add_argument("--epochs", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=2048)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--num-negatives", type=int, default=1, help="negatives per positive (1)")
     p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true")
@@ -152,7 +158,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    args.run = args.run or str(REPO / "runs" / f"gowalla-{args.model}")
+    args.run = args.run or str(REPO / "runs" / f"gowalla-{args.tag or args.model}")
     return args
 
 

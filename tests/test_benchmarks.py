@@ -92,3 +92,31 @@ def test_sequential_quick(tmp_path):
         if r["section"] == "throughput":
             assert r["result"]["eval"]["users_per_s"] > 0
     assert (tmp_path / "sequential.md").read_text().startswith("Sequential benchmark")
+
+
+def test_gowalla_curve_small(tmp_path):
+    """The time-to-quality script on a tiny LightGCN-format folder: train, stop, report."""
+    import random
+
+    rng = random.Random(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    items = {u: rng.sample(range(60), 10) for u in range(40)}
+    for name, part in (("train.txt", slice(0, 8)), ("test.txt", slice(8, 10))):
+        lines = [" ".join(str(v) for v in [u] + items[u][part]) for u in range(40)]
+        (data / name).write_text("\n".join(lines) + "\n")
+    run = tmp_path / "run"
+    base = [sys.executable, str(ROOT / "benchmarks" / "gowalla_curve.py"), "--model", "bpr",
+            "--data", str(data), "--run", str(run), "--tag", "bpr-test"]
+    proc = subprocess.run(base + ["--epochs", "2", "--eval-every", "1", "--batch-size", "64",
+                                  "--num-negatives", "4", "--threads", "1", "--no-progress"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(base + ["--report", "--out", str(tmp_path / "results")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads((tmp_path / "results" / "gowalla_curve_bpr-test.jsonl").read_text())
+    assert rec["epochs_done"] == 2 and len(rec["curve"]) == 2
+    assert rec["settings"]["num_negatives"] == 4
+    assert 0 <= rec["best_recall@20"] <= 1
+    assert "4 negative(s) per positive" in (tmp_path / "results" / "gowalla_curve_bpr-test.md").read_text()
