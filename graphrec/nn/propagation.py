@@ -13,11 +13,14 @@ Backends (:data:`BACKENDS`; ``LightGCNEncoder(backend=...)`` and the graph model
 option override the default):
 
 * ``"symmetric"`` (the default on every device): torch's CSR x dense product forward and, by
-  :func:`symmetric_spmm`, the same product backward. Chosen from ``benchmarks/propagation.py``
-  (results in ``benchmarks/results/propagation.md``, 2-core CPU, Gowalla, F = 64): the fastest
-  forward+backward of every backend there, 2.0-2.4x its forward against about 5x for torch's
-  sparse autograd, and 10-13x faster than ``LGConv`` over ``edge_index``. No GPU has been
-  measured yet; on CUDA the same kernel (cuSPARSE) and the same backward argument apply.
+  :func:`symmetric_spmm`, the same product backward; on a CPU, where the embedding table
+  outgrows the cache, the product runs over column blocks (:class:`ColumnBlocks`,
+  :func:`blocked_adjacency`). Chosen from ``benchmarks/propagation.py`` (results in
+  ``benchmarks/results/propagation.md``, 2-core CPU, Gowalla, F = 64): the fastest forward and
+  forward+backward of every backend there, 2x torch's own CSR product forward (the blocks),
+  forward+backward 2.2-2.5x its forward against 4-5x for torch's sparse autograd, and 25x
+  faster than ``LGConv`` over ``edge_index``. No GPU has been measured yet; on CUDA the plain
+  product (cuSPARSE) and the same backward argument apply.
 * ``"autograd"``: the same forward with torch's own sparse backward, which transposes the
   matrix on every call: the reference the tests compare with.
 * ``"edge_index"``: PyG's ``LGConv`` message passing (gather, scale, scatter) over the
