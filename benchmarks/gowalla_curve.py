@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from datetime import datetime, timezone
@@ -67,7 +68,9 @@ def train(args: argparse.Namespace) -> int:
             {"model": args.model, "model_config": options, "epochs": args.epochs,
              "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
              "num_negatives": args.num_negatives, "threads": args.threads}, indent=2))
-        train_model(model, monitored, train_cfg, eval_cfg, out, resume=args.resume)
+        again = shlex.join(["python"] + [a for a in sys.argv if a != "--resume"] + ["--resume"])
+        train_model(model, monitored, train_cfg, eval_cfg, out, resume=args.resume,
+                    resume_command=again)
         return 0
 
     return run(main)

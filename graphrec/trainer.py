@@ -159,7 +159,7 @@ class _StopRequest:
 
 def train_model(model: Recommender, split: Split, cfg: TrainConfig,
                 eval_cfg: EvalConfig | None = None, out: Path | None = None,
-                resume: bool = False) -> dict[str, Any]:
+                resume: bool = False, resume_command: str | None = None) -> dict[str, Any]:
     """Optimize ``model.loss`` on ``split.train``; early stopping on ``split.valid`` when present.
 
     ``out``: the run folder for ``history.jsonl`` and the resumable ``trainer_state.pt``;
@@ -167,7 +167,8 @@ def train_model(model: Recommender, split: Split, cfg: TrainConfig,
     data or training settings). Returns ``{"epochs": n, "best_epoch": e, "best_valid": value or
     None, "seconds": s}``; the model ends with its best validation state (its last state without
     validation). Raises :class:`TrainingInterrupted` after Ctrl-C or SIGTERM, once the state is
-    saved.
+    saved; its message names ``resume_command`` as the way on (default
+    ``python -m graphrec.train --resume OUT``; scripts driving the trainer pass their own).
     """
     if resume and out is None:
         raise GraphrecError("--resume: needs the run folder")
@@ -177,7 +178,8 @@ def train_model(model: Recommender, split: Split, cfg: TrainConfig,
     torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
     try:
         with _StopRequest() as stop:
-            return _train(model, split, cfg, eval_cfg, out, resume, stop)
+            return _train(model, split, cfg, eval_cfg, out, resume, stop,
+                          resume_command or f"python -m graphrec.train --resume {out}")
     finally:
         torch.use_deterministic_algorithms(before)
 
@@ -197,7 +199,8 @@ def _load_state(path: Path, fingerprint: str, cfg: TrainConfig) -> dict[str, Any
 
 
 def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalConfig | None,
-           out: Path | None, resume: bool, stop: _StopRequest) -> dict[str, Any]:
+           out: Path | None, resume: bool, stop: _StopRequest, resume_command: str
+           ) -> dict[str, Any]:
     eval_cfg = eval_cfg or EvalConfig(progress=False)
     known = [f"{m}@{k}" for m in eval_cfg.metrics for k in eval_cfg.ks]
     if model.predicts_ratings:
@@ -249,8 +252,8 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
 
     def interrupted() -> TrainingInterrupted:
         signum = stop.signum or signal.SIGINT
-        where = (f"resumable state saved in {state_path}; continue with: python -m "
-                 f"graphrec.train --resume {out}" if state_path else "no run folder, nothing saved")
+        where = (f"resumable state saved in {state_path}; continue with: {resume_command}"
+                 if state_path else "no run folder, nothing saved")
         return TrainingInterrupted(f"{signal.Signals(signum).name} during epoch "
                                    f"{st['epoch'] + 1}: {where}", 128 + int(signum))
 
