@@ -17,7 +17,8 @@ option override the default):
   outgrows the cache, the product runs over column blocks (:class:`ColumnBlocks`,
   :func:`blocked_adjacency`). Chosen from ``benchmarks/propagation.py`` (results in
   ``benchmarks/results/propagation.md``, 2-core CPU, Gowalla, F = 64): the fastest forward and
-  forward+backward of every backend there, 2x torch's own CSR product forward (the blocks),
+  forward+backward of every backend there, 1.6-2.6x torch's own CSR product forward where the
+  table outgrows the cache (the blocks; about equal on Gowalla at F = 64),
   forward+backward 2.2-2.5x its forward against 4-5x for torch's sparse autograd, and 25x
   faster than ``LGConv`` over ``edge_index``. No GPU has been measured yet; on CUDA the plain
   product (cuSPARSE) and the same backward argument apply.
