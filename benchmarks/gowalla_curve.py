@@ -58,7 +58,7 @@ def train(args: argparse.Namespace) -> int:
         model = build_model(args.model, ds.num_users, ds.num_items, cfg)
         model.fit(parts.train)
         train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                                num_negatives=args.num_negatives,
+                                num_negatives=args.num_negatives, schedule=args.schedule,
                                 eval_every=args.eval_every, patience=0, metric="recall@20",
                                 seed=0, progress=not args.no_progress)
         eval_cfg = EvalConfig(ks=(20,), metrics=("recall", "ndcg"), progress=False)
@@ -67,7 +67,8 @@ def train(args: argparse.Namespace) -> int:
         (out / "settings.json").write_text(json.dumps(
             {"model": args.model, "model_config": options, "epochs": args.epochs,
              "batch_size": args.batch_size, "lr": args.lr, "eval_every": args.eval_every,
-             "num_negatives": args.num_negatives, "threads": args.threads}, indent=2))
+             "num_negatives": args.num_negatives, "schedule": args.schedule,
+             "threads": args.threads}, indent=2))
         again = shlex.join(["python"] + [a for a in sys.argv if a != "--resume"] + ["--resume"])
         train_model(model, monitored, train_cfg, eval_cfg, out, resume=args.resume,
                     resume_command=again)
@@ -154,6 +155,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=2048)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--num-negatives", type=int, default=1, help="negatives per positive (1)")
+    p.add_argument("--schedule", default="none",
+                   help="learning-rate schedule (none; plateau cuts it on the test curve)")
     p.add_argument("--eval-every", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--resume", action="store_true")

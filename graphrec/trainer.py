@@ -45,7 +45,7 @@ from graphrec.utils import atomic_torch_save, load_artifact
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "adamw")
-SCHEDULES = ("none", "cosine", "cosine-restarts")
+SCHEDULES = ("none", "cosine", "cosine-restarts", "plateau")
 LOWER_IS_BETTER = ("rmse", "mae")
 STATE_NAME = "trainer_state.pt"
 HISTORY_NAME = "history.jsonl"
@@ -58,8 +58,10 @@ class TrainConfig:
         epochs: maximum number of passes over the training interactions.
         batch_size: interactions per step.
         lr, optimizer, weight_decay: the optimizer (``adam`` or ``adamw``).
-        schedule: learning rate ``none``, ``cosine`` (to 0 over ``epochs``) or
-            ``cosine-restarts`` (period ``restart_epochs``).
+        schedule: learning rate ``none``, ``cosine`` (to 0 over ``epochs``),
+            ``cosine-restarts`` (period ``restart_epochs``) or ``plateau`` (times 0.1 after
+            ``plateau_patience`` evaluations without a better validation metric, down to 1e-6;
+            needs a validation part).
         num_negatives: sampled negatives per positive for pair-wise losses.
         eval_every: epochs between validation evaluations.
         patience: evaluations without improvement before stopping (0: never stop early).
@@ -79,6 +81,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "none"
     restart_epochs: int = 10
+    plateau_patience: int = 1
     num_negatives: int = 1
     eval_every: int = 1
     patience: int = 10
@@ -92,7 +95,8 @@ class TrainConfig:
             raise GraphrecError(f"--optimizer: choose one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise GraphrecError(f"--schedule: choose one of {SCHEDULES}, got {self.schedule!r}")
-        for name in ("epochs", "batch_size", "num_negatives", "eval_every", "restart_epochs"):
+        for name in ("epochs", "batch_size", "num_negatives", "eval_every", "restart_epochs",
+                     "plateau_patience"):
             if getattr(self, name) < 1:
                 raise GraphrecError(f"--{name.replace('_', '-')}: must be at least 1")
         if not self.lr > 0:
@@ -109,6 +113,11 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> Any:
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.epochs)
     if cfg.schedule == "cosine-restarts":
         return torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=cfg.restart_epochs)
+    if cfg.schedule == "plateau":  # stepped with the signed validation metric (higher = better)
+        # patience - 1: torch cuts after `patience` bad steps *beyond* its own count
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="max", factor=0.1, patience=cfg.plateau_patience - 1, threshold=0.0,
+            min_lr=1e-6)
     return None
 
 
@@ -191,10 +200,13 @@ def _load_state(path: Path, fingerprint: str, cfg: TrainConfig) -> dict[str, Any
     if state["fingerprint"] != fingerprint:
         raise GraphrecError(f"--resume: the data or split differ from the run's ({path.parent})")
     saved = json.loads(state["config"])
+    defaults = _train_key(TrainConfig())
     for key, value in _train_key(cfg).items():
-        if saved.get(key) != json.loads(json.dumps(value)):
+        # a setting added after the run was saved counts as its default
+        theirs = saved.get(key, json.loads(json.dumps(defaults[key])))
+        if theirs != json.loads(json.dumps(value)):
             raise GraphrecError(f"--resume: training setting {key} is {value!r} here but "
-                                f"{saved.get(key)!r} in the run ({path.parent})")
+                                f"{theirs!r} in the run ({path.parent})")
     return state
 
 
@@ -216,6 +228,8 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
         raise GraphrecError("training: no training examples")
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = _optimizer(model, cfg)
+    if cfg.schedule == "plateau" and split.valid is None:
+        raise GraphrecError("--schedule plateau: needs a validation part (--valid-ratio)")
     sched = _scheduler(opt, cfg)
     fingerprint = split_fingerprint(split)
     history_path = out / HISTORY_NAME if out else None
@@ -289,7 +303,7 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
                 save()
                 raise interrupted()
         bar.close()
-        if sched is not None:
+        if sched is not None and cfg.schedule != "plateau":
             sched.step()
         record: dict[str, Any] = {"epoch": epoch, "loss": st["total"] / n,
                                   "seconds": time.perf_counter() - t0,
@@ -303,6 +317,8 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
                           best_state=copy.deepcopy(model.state_dict()))
             else:
                 st["stale"] += 1
+            if cfg.schedule == "plateau":
+                sched.step(value)
         record["elapsed"] = time.perf_counter() - start
         log.info("epoch %d: loss %.4f%s (%.1f s)", epoch, record["loss"],
                  f", valid {cfg.metric} {record['valid'][cfg.metric]:.4f}" if "valid" in record else "",

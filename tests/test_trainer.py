@@ -136,3 +136,46 @@ def test_cli_sigterm_then_resume_matches_unbroken(tmp_path):
                           "--lr", "0.5"], capture_output=True, text=True, env=env, timeout=120)
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines()[-1].startswith("error: --resume: train.lr")
+
+
+def test_plateau_schedule_cuts_lr_after_patience(parts, tmp_path, monkeypatch):
+    """``plateau``: lr x 0.1 once ``plateau_patience`` evaluations bring nothing better."""
+    import graphrec.trainer as trainer
+
+    ds, sp, _ = parts
+    scores = iter([0.5, 0.4, 0.6, 0.6, 0.6, 0.6])  # better, worse, better, then flat
+    monkeypatch.setattr(trainer, "evaluate", lambda *a, **k: {"ndcg@20": next(scores)})
+    cfg = TrainConfig(epochs=6, batch_size=256, lr=0.01, schedule="plateau", plateau_patience=2,
+                      patience=0, progress=False)
+    train_model(_model("bpr", ds, sp, 0), sp, cfg, out=tmp_path)
+    lrs = [h["lr"] for h in _history(tmp_path)]
+    # the lr each epoch trained at: evaluations 4 and 5 bring nothing better than 3 (a tie is
+    # not better), so the cut comes after evaluation 5 and epoch 6 trains at 1e-3
+    assert lrs == pytest.approx([0.01] * 5 + [0.001])
+
+
+def test_plateau_schedule_needs_validation(parts):
+    ds, sp, loo = parts
+    no_valid = split(ds.graph, SplitConfig("random", seed=0))
+    cfg = TrainConfig(epochs=1, schedule="plateau", progress=False)
+    with pytest.raises(GraphrecError, match="validation part"):
+        train_model(_model("bpr", ds, no_valid, 0), no_valid, cfg)
+
+
+def test_resume_takes_settings_added_later_as_defaults(parts, tmp_path):
+    """A state saved before a training setting existed resumes when that setting is default."""
+    from graphrec.trainer import STATE_NAME
+
+    ds, sp, _ = parts
+    cfg = TrainConfig(epochs=1, batch_size=256, patience=0, progress=False)
+    train_model(_model("bpr", ds, sp, 0), sp, cfg, out=tmp_path)
+    path = tmp_path / STATE_NAME
+    state = torch.load(path, weights_only=True)
+    config = json.loads(state["config"])
+    del config["plateau_patience"]
+    state["config"] = json.dumps(config)
+    torch.save(state, path)
+    assert train_model(_model("bpr", ds, sp, 0), sp, cfg, out=tmp_path, resume=True)["epochs"] == 1
+    cfg.plateau_patience = 3  # not the default: a real difference
+    with pytest.raises(GraphrecError, match="plateau_patience"):
+        train_model(_model("bpr", ds, sp, 0), sp, cfg, out=tmp_path, resume=True)
