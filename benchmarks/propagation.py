@@ -286,11 +286,12 @@ def structure_bytes(name: str, n: int, nnz: int, index_bytes: int = 8) -> int:
     """Bytes of the structure a backend keeps between calls (its adjacency representation).
     ``index_bytes``: the size of one index of graphrec's CSR adjacency (int32 or int64), which
     the CSR backends share; the others hold int64 indices of their own."""
-    csr = (n + 1) * index_bytes + nnz * index_bytes + nnz * 4
-    csr64 = (n + 1) * 8 + nnz * 8 + nnz * 4
+    def csr(ib: int) -> int:  # row pointers + columns + fp32 values
+        return (n + 1) * ib + nnz * ib + nnz * 4
+
     return {"torch_coo": nnz * 16 + nnz * 4, "pyg_lgconv_edge_index": nnz * 16,
-            "index_add": nnz * 20, "torch_scatter": csr64, "torch_scatter_add": nnz * 20,
-            "dense": n * n * 4}.get(name, csr)
+            "index_add": nnz * 20, "torch_scatter": csr(8), "torch_scatter_add": nnz * 20,
+            "dense": n * n * 4}.get(name, csr(index_bytes))
 
 
 def setup_backend(name: str, ctx: Context, dim: int) -> Callable[[Any], Any]:
@@ -704,15 +705,15 @@ def child_memory(args: argparse.Namespace) -> dict[str, Any]:
     n = ctx.n
     held = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
             for t in (adj.crow_indices(), adj.col_indices(), adj.values())}
-    held_index_bytes = adj.col_indices().element_size()
+    ib = adj.col_indices().element_size()
     x = _embeddings(n, args.dim, args.device)[0]
     fn = setup_backend(args.backend, ctx, args.dim)
-    blocks = _num_blocks(ctx._cache.get("graphrec_adj"))
+    ours = ctx._cache.get("graphrec_adj")  # graphrec's own structure (None for the others)
+    blocks = _num_blocks(ours)
     if args.backend != "torch_csr_autograd" and (args.backend != GRAPHREC or blocks > 1):
         # only the backend's own structure stays (graphrec's column blocks hold their copy)
-        kept = ctx._cache.get("graphrec_adj")
         ctx.adj = adj = None
-        ctx._cache = {"graphrec_adj": kept} if kept is not None else {}
+        ctx._cache = {"graphrec_adj": ours} if ours is not None else {}
     gc.collect()
     setup_peak = peak_mib() - base
     resident = used_mib() - base
@@ -744,10 +745,7 @@ def child_memory(args: argparse.Namespace) -> dict[str, Any]:
             phase("encoder_forward_peak_mib", lambda: enc(x.detach()))
         phase("encoder_forward_backward_peak_mib", fwd_bwd(enc))
     nnz, dim = info["nnz"], args.dim
-    ib = held_index_bytes
-    kept = ctx._cache.get("graphrec_adj") if args.backend == GRAPHREC else None
-    own = (kept.nbytes if blocks > 1 and kept is not None
-           else structure_bytes(args.backend, n, nnz, ib))
+    own = ours.nbytes if blocks > 1 else structure_bytes(args.backend, n, nnz, ib)
     out.update(structure_mib=own / 2**20, column_blocks=blocks,
                adjacency_mib=structure_bytes(GRAPHREC, n, nnz, ib) / 2**20,
                adjacency_storage_mib=sum(held.values()) / 2**20,

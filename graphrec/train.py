@@ -76,7 +76,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=None, help="learning rate (1e-3)")
     t.add_argument("--optimizer", default=None, help="adam (default) or adamw")
     t.add_argument("--weight-decay", type=float, default=None, help="optimizer weight decay (0)")
-    t.add_argument("--schedule", default=None, help="none (default), cosine, cosine-restarts, plateau (lr x 0.1 after "
+    t.add_argument("--schedule", default=None,
+                   help="none (default), cosine, cosine-restarts, plateau (lr x 0.1 after "
                         "plateau_patience = 1 evaluations without improvement)")
     t.add_argument("--num-negatives", type=int, default=None, help="negatives per positive (1)")
     t.add_argument("--eval-every", type=int, default=None, help="epochs between validations (1)")

@@ -199,14 +199,12 @@ def _load_state(path: Path, fingerprint: str, cfg: TrainConfig) -> dict[str, Any
                           "not found (nothing to resume in that folder)", prefix="--resume: ")
     if state["fingerprint"] != fingerprint:
         raise GraphrecError(f"--resume: the data or split differ from the run's ({path.parent})")
-    saved = json.loads(state["config"])
-    defaults = _train_key(TrainConfig())
-    for key, value in _train_key(cfg).items():
-        # a setting added after the run was saved counts as its default
-        theirs = saved.get(key, json.loads(json.dumps(defaults[key])))
-        if theirs != json.loads(json.dumps(value)):
+    # compared as JSON, as saved; a setting added after the run was saved counts as its default
+    saved = {**json.loads(json.dumps(_train_key(TrainConfig()))), **json.loads(state["config"])}
+    for key, value in json.loads(json.dumps(_train_key(cfg))).items():
+        if saved.get(key) != value:
             raise GraphrecError(f"--resume: training setting {key} is {value!r} here but "
-                                f"{theirs!r} in the run ({path.parent})")
+                                f"{saved.get(key)!r} in the run ({path.parent})")
     return state
 
 
