@@ -28,6 +28,13 @@ from graphrec.schema import EDGE, RATING
 LOSSES = ("bpr", "mse")
 
 
+def _rows(table: Tensor, index: Tensor) -> Tensor:
+    """``table[index]`` for an index of any shape, by ``index_select``: its backward is one
+    ``index_add_``, about 3x faster on CPU than the accumulating ``index_put_`` behind
+    ``table[index]`` (it dominated MF-BPR steps with hundreds of negatives per positive)."""
+    return table.index_select(0, index.reshape(-1)).view(*index.shape, table.size(1))
+
+
 @dataclass
 class GraphModelConfig:
     """Args:
@@ -168,20 +175,23 @@ class GraphModel(Recommender):
         """BPR: ``users [N]``, positive ``items [N]``, ``negatives [N, M]``; MSE: ``ratings [N]``.
         Plus ``l2`` times the squared norms of the batch's layer-0 embeddings, halved, per example."""
         u_all, i_all = self.embeddings()
-        u = u_all[users]  # [N, F]
+        u = _rows(u_all, users)  # [N, F]
         w = self.embedding.weight
-        reg = w[users].pow(2).sum() + w[items + self.num_users].pow(2).sum()
+        l2 = self.cfg.l2 > 0  # skipped at zero: the negatives' gather is half a step's work
+        reg = _rows(w, users).pow(2).sum() + _rows(w, items + self.num_users).pow(2).sum() \
+            if l2 else 0.0
         if self.cfg.loss == "bpr":
             if negatives is None:
                 raise GraphrecError("BPR loss needs negatives")
-            pos = (u * i_all[items]).sum(1, keepdim=True)  # [N, 1]
-            neg = (u.unsqueeze(1) * i_all[negatives]).sum(2)  # [N, M]
+            pos = (u * _rows(i_all, items)).sum(1, keepdim=True)  # [N, 1]
+            neg = (u.unsqueeze(1) * _rows(i_all, negatives)).sum(2)  # [N, M]
             main = -F.logsigmoid(pos - neg).mean()
-            reg = reg + w[negatives + self.num_users].pow(2).sum() / negatives.size(1)
+            if l2:
+                reg = reg + _rows(w, negatives + self.num_users).pow(2).sum() / negatives.size(1)
         else:
             if ratings is None:
                 raise GraphrecError("MSE loss needs ratings")
-            pred = (u * i_all[items]).sum(1) + self._bias(users, items)
+            pred = (u * _rows(i_all, items)).sum(1) + self._bias(users, items)
             main = F.mse_loss(pred, ratings.float())
         return main + self.cfg.l2 * reg / (2 * users.numel())
 
