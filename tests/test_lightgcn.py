@@ -11,6 +11,7 @@ import torch
 from conftest import random_graph
 from graphrec.data.graph import build
 from graphrec.data.synthetic import make_synthetic
+from graphrec.errors import GraphrecError
 from graphrec.evaluation.evaluator import EvalConfig, evaluate
 from graphrec.models import build_model, model_config
 from graphrec.models.lightgcn import GraphModel, GraphModelConfig
@@ -62,6 +63,22 @@ def test_bpr_loss_by_hand():
     reg = (1 + 1) + (0.25 + 4) + (2 + 0)  # squared norms of users, positives, negatives
     want = main + 0.5 * reg / (2 * 2)
     assert model.loss(users, items, negs).item() == pytest.approx(want, rel=1e-6)
+
+
+def test_table_l2_adds_half_the_squared_norm_of_the_whole_table():
+    g = random_graph(num_users=3, num_items=4, per_user=(1, 2), seed=3)
+    plain = model_on(g, num_layers=0, dim=2, l2=0.0)
+    reg = model_on(g, num_layers=0, dim=2, l2=0.0, table_l2=0.3)
+    reg.load_state_dict(plain.state_dict())
+    users, items, negs = torch.tensor([0]), torch.tensor([1]), torch.tensor([[2]])
+    # rows outside the batch count too: the whole table, every step
+    want = plain.loss(users, items, negs).item() + 0.15 * plain.embedding.weight.pow(2).sum().item()
+    assert reg.loss(users, items, negs).item() == pytest.approx(want, rel=1e-6)
+    reg.loss(users, items, negs).backward()
+    # row 1 (user 1) is not in the batch: its gradient is the regularizer's alone
+    torch.testing.assert_close(reg.embedding.weight.grad[1], 0.3 * reg.embedding.weight[1].detach())
+    with pytest.raises(GraphrecError, match="table_l2"):
+        model_on(g, table_l2=-1.0)
 
 
 def test_mse_loss_by_hand():
