@@ -495,8 +495,8 @@ def markdown(records: list[dict[str, Any]]) -> str:
         "",
         *models_table(models),
         "",
-        "`bpr` and `lightgcn` are not implemented yet; they join this table with the "
-        "graph-model issue.",
+        "The trained models (`bpr`, `lightgcn`, `ncf` and the rest) are in the model table of "
+        "`benchmarks/models.py` (results/models.md).",
     ]
     lines += [""] + [f"Note: {n}." for n in gowalla["notes"]] if gowalla["notes"] else []
     return "\n".join(lines) + "\n"
