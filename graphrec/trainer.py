@@ -110,8 +110,12 @@ def build_optimizer(model: Recommender, cfg: TrainConfig) -> torch.optim.Optimiz
     params = list(model.parameters())
     # the fused kernel: one pass over each table instead of several (6x faster on a CPU over
     # Gowalla's 4.5M embedding weights); same update up to float rounding
-    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
-    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+    if all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params):
+        try:
+            return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+        except RuntimeError:  # torch < 2.4 has no fused kernel on CPU
+            pass
+    return cls(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig) -> Any:

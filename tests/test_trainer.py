@@ -18,7 +18,7 @@ from graphrec.data.synthetic import SyntheticConfig, make_synthetic
 from graphrec.errors import GraphrecError, TrainingInterrupted
 from graphrec.models import REGISTRY, build_model
 from graphrec.split import SplitConfig, split
-from graphrec.trainer import HISTORY_NAME, TrainConfig, train_model
+from graphrec.trainer import HISTORY_NAME, TrainConfig, build_optimizer, train_model
 
 RESUMABLE = [name for name in ("lightgcn", "mf", "ncf", "sasrec", "bert4rec") if name in REGISTRY]
 SEQUENTIAL = ("sasrec", "bert4rec")  # trained on leave-one-out, as they are meant to be
@@ -179,3 +179,14 @@ def test_resume_takes_settings_added_later_as_defaults(parts, tmp_path):
     cfg.plateau_patience = 3  # not the default: a real difference
     with pytest.raises(GraphrecError, match="plateau_patience"):
         train_model(_model("bpr", ds, sp, 0), sp, cfg, out=tmp_path, resume=True)
+
+
+def test_optimizer_is_the_fused_kernel_where_torch_has_it():
+    model = build_model("bpr", 5, 7)
+    opt = build_optimizer(model, TrainConfig(lr=0.01, weight_decay=0.1))
+    assert type(opt) is torch.optim.Adam
+    assert opt.param_groups[0]["lr"] == 0.01 and opt.param_groups[0]["weight_decay"] == 0.1
+    # torch >= 2.4 fuses on CPU; older versions fall back to the default kernel
+    new_torch = tuple(map(int, torch.__version__.split(".")[:2])) >= (2, 4)
+    assert bool(opt.param_groups[0].get("fused")) == new_torch
+    assert type(build_optimizer(model, TrainConfig(optimizer="adamw"))) is torch.optim.AdamW
