@@ -184,8 +184,9 @@ class GraphModel(Recommender):
         u = _rows(u_all, users)  # [N, F]
         w = self.embedding.weight
         l2 = self.cfg.l2 > 0  # skipped at zero: the negatives' gather is half a step's work
-        reg = _rows(w, users).pow(2).sum() + _rows(w, items + self.num_users).pow(2).sum() \
-            if l2 else 0.0
+        reg = w.new_zeros(())
+        if l2:
+            reg = _rows(w, users).pow(2).sum() + _rows(w, items + self.num_users).pow(2).sum()
         if self.cfg.loss == "bpr":
             if negatives is None:
                 raise GraphrecError("BPR loss needs negatives")
