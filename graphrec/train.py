@@ -58,7 +58,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="global seed (default 0)")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue a stopped run from its folder, with its saved config (flags "
-                        "that differ from it are errors)")
+                        "that differ from it are errors, but --epochs may extend a run whose "
+                        "schedule is not cosine)")
     add_data_arguments(p)
     s = p.add_argument_group("splitting")
     s.add_argument("--split", default=None, choices=SPLIT_METHODS,
@@ -144,7 +145,8 @@ RESUME_FREE = {("", "device"), ("", "out"), ("eval", "progress"), ("train", "pro
 
 
 def resume_config(args: argparse.Namespace) -> RunConfig:
-    """The saved config of run folder ``args.resume``; flags that change it are errors."""
+    """The saved config of run folder ``args.resume``; flags that change it are errors, except
+    ``--epochs`` where the schedule does not depend on it (all but ``cosine``)."""
     run_dir = Path(args.resume)
     path = run_dir / "config.json"
     try:
@@ -161,6 +163,8 @@ def resume_config(args: argparse.Namespace) -> RunConfig:
         for key, value in new_s.items():
             if (section == "" and isinstance(value, dict)) or (section, key) in RESUME_FREE:
                 continue
+            if (section, key) == ("train", "epochs") and cfg.train.schedule != "cosine":
+                continue  # train on (or stop sooner): see graphrec.trainer's resume rules
             if old_s.get(key) != value:
                 name = f"{section}.{key}" if section else key
                 raise GraphrecError(f"--resume: {name} is {value!r} here but "

@@ -13,7 +13,9 @@ state so far) is saved atomically to ``trainer_state.pt`` after every epoch, and
 batch boundary after Ctrl-C or SIGTERM (a second Ctrl-C stops at once). ``resume=True``
 continues from it to the same result as an unbroken run, bit for bit on CPU with
 ``deterministic``. The state records a fingerprint of the split and the training config, and
-refuses to continue on different ones.
+refuses to continue on different ones, except ``epochs`` where the schedule does not depend on
+it (all but ``cosine``): a finished run resumed with more epochs trains on, as one unbroken run
+of that length would.
 """
 
 from __future__ import annotations
@@ -212,6 +214,11 @@ def _load_state(path: Path, fingerprint: str, cfg: TrainConfig) -> dict[str, Any
     # compared as JSON, as saved; a setting added after the run was saved counts as its default
     saved = {**json.loads(json.dumps(_train_key(TrainConfig()))), **json.loads(state["config"])}
     for key, value in json.loads(json.dumps(_train_key(cfg))).items():
+        if key == "epochs" and cfg.schedule != "cosine" and saved.get(key) != value:
+            # only the cosine schedule depends on the epoch count: elsewhere a resumed run may
+            # train longer (or stop sooner) and still equal an unbroken run of that length
+            log.info("--resume: %s epochs now (%s in the run)", value, saved.get(key))
+            continue
         if saved.get(key) != value:
             raise GraphrecError(f"--resume: training setting {key} is {value!r} here but "
                                 f"{saved.get(key)!r} in the run ({path.parent})")

@@ -101,6 +101,28 @@ def test_resume_refuses_other_settings_and_data(parts, tmp_path):
         train_model(_model("lightgcn", ds, sp, 0), sp, cfg, out=tmp_path / "none", resume=True)
 
 
+def test_finished_run_resumed_with_more_epochs_equals_the_longer_run(parts, tmp_path):
+    """Only ``cosine`` depends on the epoch count: elsewhere a run may be extended."""
+    ds, sp, _ = parts
+    cfg = TrainConfig(epochs=3, batch_size=256, lr=0.01, metric="ndcg@20", patience=0, seed=3,
+                      progress=False)
+    longer = _model("bpr", ds, sp, 0)
+    train_model(longer, sp, cfg, out=tmp_path / "a")
+    cfg.epochs = 1
+    train_model(_model("bpr", ds, sp, 0), sp, cfg, out=tmp_path / "b")
+    cfg.epochs = 3
+    extended = _model("bpr", ds, sp, 99)
+    assert train_model(extended, sp, cfg, out=tmp_path / "b", resume=True)["epochs"] == 3
+    for key, value in longer.state_dict().items():
+        torch.testing.assert_close(extended.state_dict()[key], value, rtol=0, atol=0, msg=key)
+    assert _history(tmp_path / "b") == _history(tmp_path / "a")
+    cfg.schedule, cfg.epochs = "cosine", 1
+    train_model(_model("bpr", ds, sp, 0), sp, cfg, out=tmp_path / "c")
+    cfg.epochs = 3
+    with pytest.raises(GraphrecError, match="epochs is 3 here but 1"):
+        train_model(_model("bpr", ds, sp, 0), sp, cfg, out=tmp_path / "c", resume=True)
+
+
 def _train_cmd(*extra):
     return [sys.executable, "-m", "graphrec.train", "--model", "bpr", "--no-progress",
             "--epochs", "8", "--patience", "0", "--lr", "0.01", "--batch-size", "256", *extra]
