@@ -264,8 +264,14 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
         torch.set_rng_state(saved["torch_rng"])
         st.update({k: saved[k] for k in st})
         _truncate_history(history_path, st["epoch"])
-        log.info("resuming after epoch %d%s", st["epoch"],
-                 f" (batch {st['position'] // cfg.batch_size} of the next)" if st["position"] else "")
+        if st["stopped"]:
+            log.warning("--resume: the run stopped early at epoch %d (no better %s for %d "
+                        "evaluations); nothing more to train", st["epoch"], cfg.metric,
+                        st["stale"])
+        else:
+            log.info("resuming after epoch %d%s", st["epoch"],
+                     f" (batch {st['position'] // cfg.batch_size} of the next)"
+                     if st["position"] else "")
     elif history_path is not None and history_path.exists():
         history_path.unlink()  # a fresh run in a reused folder
 

@@ -123,6 +123,19 @@ def test_finished_run_resumed_with_more_epochs_equals_the_longer_run(parts, tmp_
         train_model(_model("bpr", ds, sp, 0), sp, cfg, out=tmp_path / "c", resume=True)
 
 
+def test_resuming_an_early_stopped_run_says_there_is_nothing_to_train(parts, tmp_path, caplog):
+    ds, sp, _ = parts
+    cfg = TrainConfig(epochs=30, batch_size=256, lr=0.05, metric="ndcg@20", patience=1,
+                      progress=False)
+    done = train_model(_model("bpr", ds, sp, 0), sp, cfg, out=tmp_path)
+    assert done["epochs"] < 30  # the premise: patience ended it
+    cfg.epochs = 40
+    with caplog.at_level("WARNING", logger="graphrec.trainer"):
+        again = train_model(_model("bpr", ds, sp, 0), sp, cfg, out=tmp_path, resume=True)
+    assert again["epochs"] == done["epochs"]
+    assert f"stopped early at epoch {done['epochs']}" in caplog.text
+
+
 def _train_cmd(*extra):
     return [sys.executable, "-m", "graphrec.train", "--model", "bpr", "--no-progress",
             "--epochs", "8", "--patience", "0", "--lr", "0.01", "--batch-size", "256", *extra]
