@@ -92,6 +92,7 @@ def report(args: argparse.Namespace) -> int:
         hit = next(((e, t) for e, t, r, _ in evals if r >= level), None)
         first[str(level)] = {"epoch": hit[0], "seconds": hit[1]} if hit else None
     epoch_s = [h["seconds"] for h in history]
+    best = max(evals, key=lambda ev: ev[2])
     rec = {"benchmark": "gowalla_curve", "model": settings["model"], "settings": settings,
            "epochs_done": len(history), "train_seconds_per_epoch_median":
                sorted(epoch_s)[len(epoch_s) // 2],
@@ -99,7 +100,7 @@ def report(args: argparse.Namespace) -> int:
                {"epoch": e, "elapsed_s": t, "recall@20": r, "ndcg@20": n} for e, t, r, n in evals],
            "first_reached": first, "last": {"epoch": evals[-1][0], "recall@20": evals[-1][2],
                                             "ndcg@20": evals[-1][3]},
-           "best_recall@20": max(r for _, _, r, _ in evals),
+           "best_recall@20": best[2],
            "machine": machine_info(), "git_commit": git_commit(), "load_avg_1m": _load_avg(),
            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     lines = [f"Gowalla, `{settings['model']}` (options {settings['model_config'] or 'default'}), "
@@ -117,7 +118,6 @@ def report(args: argparse.Namespace) -> int:
     for level, hit in first.items():
         lines.append(f"| {level} | " + (f"{hit['epoch']} | {hit['seconds'] / 60:.1f} min |" if hit
                                         else "not yet | – |"))
-    best = max(evals, key=lambda ev: ev[2])
     lines += ["", f"Last evaluation: epoch {rec['last']['epoch']}, Recall@20 "
               f"{rec['last']['recall@20']:.4f}, NDCG@20 {rec['last']['ndcg@20']:.4f}. Best "
               f"Recall@20: {best[2]:.4f} (NDCG@20 {best[3]:.4f}) at epoch {best[0]}.", "",

@@ -33,7 +33,7 @@ from graphrec.models import REGISTRY, build_model, canonical_name, model_config
 from graphrec.schema import EDGE, PART, PART_TEST
 from graphrec.split import SPLIT_METHODS, Split, split
 from graphrec.plots import write_curves
-from graphrec.trainer import HISTORY_NAME, train_model
+from graphrec.trainer import HISTORY_NAME, epochs_extendable, train_model
 from graphrec.utils import atomic_write_json, resolve_device
 
 log = logging.getLogger("graphrec.train")
@@ -163,8 +163,8 @@ def resume_config(args: argparse.Namespace) -> RunConfig:
         for key, value in new_s.items():
             if (section == "" and isinstance(value, dict)) or (section, key) in RESUME_FREE:
                 continue
-            if (section, key) == ("train", "epochs") and cfg.train.schedule != "cosine":
-                continue  # train on (or stop sooner): see graphrec.trainer's resume rules
+            if (section, key) == ("train", "epochs") and epochs_extendable(cfg.train):
+                continue  # train on (or stop sooner)
             if old_s.get(key) != value:
                 name = f"{section}.{key}" if section else key
                 raise GraphrecError(f"--resume: {name} is {value!r} here but "

@@ -148,6 +148,12 @@ def split_fingerprint(split: Split) -> str:
     return h.hexdigest()[:16]
 
 
+def epochs_extendable(cfg: TrainConfig) -> bool:
+    """Whether a resumed run may change ``epochs`` and still equal an unbroken run of the new
+    length: only the ``cosine`` schedule depends on the epoch count."""
+    return cfg.schedule != "cosine"
+
+
 def _train_key(cfg: TrainConfig) -> dict[str, Any]:
     """The settings a resumed run must share (progress bars may differ)."""
     return {k: v for k, v in dataclasses.asdict(cfg).items() if k != "progress"}
@@ -214,9 +220,7 @@ def _load_state(path: Path, fingerprint: str, cfg: TrainConfig) -> dict[str, Any
     # compared as JSON, as saved; a setting added after the run was saved counts as its default
     saved = {**json.loads(json.dumps(_train_key(TrainConfig()))), **json.loads(state["config"])}
     for key, value in json.loads(json.dumps(_train_key(cfg))).items():
-        if key == "epochs" and cfg.schedule != "cosine" and saved.get(key) != value:
-            # only the cosine schedule depends on the epoch count: elsewhere a resumed run may
-            # train longer (or stop sooner) and still equal an unbroken run of that length
+        if key == "epochs" and epochs_extendable(cfg) and saved.get(key) != value:
             log.info("--resume: %s epochs now (%s in the run)", value, saved.get(key))
             continue
         if saved.get(key) != value:
