@@ -2,7 +2,8 @@
 
 Times ``A~ X`` over the symmetric-normalized bipartite adjacency ``A~ = D^-1/2 A D^-1/2`` (users
 then items, ``graphrec.nn.propagation.normalized_adjacency`` of the training graph), forward and
-forward+backward (``loss = (out * g).sum()`` for a fixed random ``g``, gradient to ``x``), for:
+forward+backward (``out.backward(g)`` for a fixed random ``g``: the layer's vector-Jacobian
+product, gradient to ``x``, no loss of its own), for:
 
 * ``graphrec``: ``SymmetricLGConv`` over the prebuilt CSR, i.e. ``symmetric_spmm``, whose
   backward is one more forward product (``A~`` is symmetric). The backend graphrec uses.
@@ -277,9 +278,14 @@ class Context:
         return torch.stack([torch.cat([u, i]), torch.cat([i, u])])
 
 
-def _num_blocks(adj: Any) -> int:
-    """Column blocks of graphrec's adjacency (1: the plain CSR)."""
-    return len(adj.blocks) if hasattr(adj, "blocks") else 1
+def _tiling(adj: Any, dim: int) -> dict[str, Any]:
+    """How graphrec's adjacency is cut: tiles (1: the plain CSR) and the largest slice of the
+    table one tile gathers from, in MiB."""
+    if not hasattr(adj, "bands"):
+        return {"tiles": 1, "slice_mib": None}
+    widths = [hi - lo for _, _, tiles in adj.bands for _, lo, hi in tiles]
+    return {"tiles": adj.num_tiles, "bands": len(adj.bands),
+            "slice_mib": max(widths) * dim * 4 / 2**20}
 
 
 def structure_bytes(name: str, n: int, nnz: int, index_bytes: int = 8) -> int:
@@ -304,7 +310,7 @@ def setup_backend(name: str, ctx: Context, dim: int) -> Callable[[Any], Any]:
         from graphrec.nn.propagation import SymmetricLGConv, blocked_adjacency
 
         conv = SymmetricLGConv()
-        ours = ctx._cache["graphrec_adj"] = blocked_adjacency(adj, dim)  # as the models do
+        ours = ctx._cache["graphrec_adj"] = blocked_adjacency(adj, dim, ctx.num_users)  # as the models do
         return lambda x: conv(x, ours)
     if name == "torch_csr_autograd":
         return lambda x: adj @ x
@@ -488,7 +494,7 @@ def check_backend(name: str, fn: Callable[[Any], Any], x: Any, g: Any, ref_out: 
                   ) -> tuple[dict[str, Any], dict[str, float], dict[str, Callable[[], Any]]]:
     """Check a backend's forward output and gradient against the reference (raising when
     wrong), timing those first calls. Returns the check, their seconds, and the calls to time:
-    forward (no autograd graph) and forward+backward (``(out * g).sum()``, gradient to x)."""
+    forward (no autograd graph) and forward+backward (``out.backward(g)``, gradient to x)."""
     import torch
 
     first: dict[str, float] = {}
@@ -503,7 +509,7 @@ def check_backend(name: str, fn: Callable[[Any], Any], x: Any, g: Any, ref_out: 
     xr = x.detach().clone().requires_grad_(True)
     sync()
     t0 = time.perf_counter()
-    (fn(xr) * g).sum().backward()
+    fn(xr).backward(g)
     sync()
     first["forward_backward"] = time.perf_counter() - t0
     check["gradient"] = check_close(name, "gradient", xr.grad, ref_grad)
@@ -515,7 +521,7 @@ def check_backend(name: str, fn: Callable[[Any], Any], x: Any, g: Any, ref_out: 
 
     def forward_backward() -> None:
         xr.grad = None
-        (fn(xr) * g).sum().backward()
+        fn(xr).backward(g)
 
     return check, first, {"forward": forward, "forward_backward": forward_backward}
 
@@ -596,7 +602,7 @@ def child_timing(args: argparse.Namespace) -> dict[str, Any]:
     sync = _sync(args.device)
     adj = ctx.adj
     with torch.no_grad():
-        ref_out, ref_grad = adj @ x, adj @ g  # A~ symmetric: d/dx sum((A~x) * g) = A~ g
+        ref_out, ref_grad = adj @ x, adj @ g  # symmetric: the gradient A~^T g is A~ g
     free = _free_bytes(args.device)
     results: dict[str, Any] = {}
     layer_fns: dict[str, Callable[[Any], Any]] = {}
@@ -619,7 +625,7 @@ def child_timing(args: argparse.Namespace) -> dict[str, Any]:
         check, first[name], calls[name] = check_backend(name, fn, x, g, ref_out, ref_grad, sync)
         results[name] = {"status": "ok", "check": check, "prepare_s": prepare_s}
         if name == GRAPHREC:
-            results[name]["column_blocks"] = _num_blocks(ctx._cache.get("graphrec_adj"))
+            results[name]["tiling"] = _tiling(ctx._cache.get("graphrec_adj"), args.dim)
         layer_fns[name] = fn
         gc.collect()
     print(f"  {info['graph']} F={args.dim}: timing {', '.join(calls)} ...", file=sys.stderr,
@@ -709,9 +715,10 @@ def child_memory(args: argparse.Namespace) -> dict[str, Any]:
     x = _embeddings(n, args.dim, args.device)[0]
     fn = setup_backend(args.backend, ctx, args.dim)
     ours = ctx._cache.get("graphrec_adj")  # graphrec's own structure (None for the others)
-    blocks = _num_blocks(ours)
-    if args.backend != "torch_csr_autograd" and (args.backend != GRAPHREC or blocks > 1):
-        # only the backend's own structure stays (graphrec's column blocks hold their copy)
+    tiling = _tiling(ours, args.dim)
+    tiled = tiling["slice_mib"] is not None  # a BlockedAdjacency, not the plain CSR
+    if args.backend != "torch_csr_autograd" and (args.backend != GRAPHREC or tiled):
+        # only the backend's own structure stays (graphrec's tiles hold their copy)
         ctx.adj = adj = None
         ctx._cache = {"graphrec_adj": ours} if ours is not None else {}
     gc.collect()
@@ -734,7 +741,7 @@ def child_memory(args: argparse.Namespace) -> dict[str, Any]:
     def fwd_bwd(f: Callable[[Any], Any]) -> Callable[[], None]:
         def step() -> None:
             x.grad = None
-            (f(x) * g).sum().backward()
+            f(x).backward(g)
         return step
 
     phase("forward_backward_peak_mib", fwd_bwd(fn))
@@ -745,8 +752,8 @@ def child_memory(args: argparse.Namespace) -> dict[str, Any]:
             phase("encoder_forward_peak_mib", lambda: enc(x.detach()))
         phase("encoder_forward_backward_peak_mib", fwd_bwd(enc))
     nnz, dim = info["nnz"], args.dim
-    own = ours.nbytes if blocks > 1 else structure_bytes(args.backend, n, nnz, ib)
-    out.update(structure_mib=own / 2**20, column_blocks=blocks,
+    own = ours.nbytes if tiled else structure_bytes(args.backend, n, nnz, ib)
+    out.update(structure_mib=own / 2**20, tiles=tiling["tiles"],
                adjacency_mib=structure_bytes(GRAPHREC, n, nnz, ib) / 2**20,
                adjacency_storage_mib=sum(held.values()) / 2**20,
                embeddings_mib=n * dim * 4 / 2**20, kind="cuda_allocated" if cuda else "rss")
@@ -980,10 +987,12 @@ def bound_of(rec: dict[str, Any], by_backend: dict[str, dict[str, Any]], l3: int
                  f"rows from DRAM (table {table_mib:,.0f} MiB > L3)")
         fwd = f"gather latency: {where}"
         if name == GRAPHREC:
-            k = rec.get("column_blocks", 1)
-            if k > 1:
-                fwd = (f"gather latency, cut by {k} column blocks of <= {table_mib / k:,.0f} MiB "
-                       f"(table {table_mib:,.0f} MiB), one output pass each")
+            tiling = rec.get("tiling", {})
+            if tiling.get("tiles", 1) > 1:
+                fwd = (f"gather latency, cut into {tiling['tiles']} tiles (users x item blocks, "
+                       f"items x user blocks) gathering from <= {tiling['slice_mib']:,.0f} MiB "
+                       f"of the {table_mib:,.0f} MiB table, one pass over their band's "
+                       "output each")
             return f"{fwd}; backward = one more product"
         if name == "torch_csr_autograd":
             return f"forward: same kernel; backward: overhead, A~^T rebuilt (sorted) each call"
@@ -1023,8 +1032,8 @@ def layer_records(res: dict[str, Any], plan: Plan, bandwidth: dict[str, float],
             if r["status"] == "ok":
                 rec.update(seconds=r["seconds"], check=r["check"],
                            prepare_s=r.get("prepare_s"))
-                if "column_blocks" in r:
-                    rec["column_blocks"] = r["column_blocks"]
+                if "tiling" in r:
+                    rec["tiling"] = r["tiling"]
                 derive(rec, bandwidth[dev], layers)
             else:
                 rec["reason"] = r["reason"]

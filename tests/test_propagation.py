@@ -9,7 +9,7 @@ from torch_geometric.nn import LGConv
 from conftest import random_graph
 from graphrec.errors import GraphrecError
 from graphrec.nn import propagation
-from graphrec.nn.propagation import (BACKENDS, DEFAULT_BACKEND, ColumnBlocks, LightGCNEncoder,
+from graphrec.nn.propagation import (BACKENDS, DEFAULT_BACKEND, BlockedAdjacency, LightGCNEncoder,
                                      SymmetricLGConv, block_count, blocked_adjacency,
                                      normalized_adjacency, spmm, symmetric_spmm)
 from graphrec.schema import EDGE
@@ -54,15 +54,22 @@ def test_spmm_ignores_garbage_in_its_output(graph, monkeypatch):
                                atol=1e-6)
 
 
-@pytest.mark.parametrize("num_blocks", [1, 2, 3, 19])  # 19: one column each, some empty
-def test_column_blocks_match_dense(graph, num_blocks):
+@pytest.mark.parametrize("row_bounds,col_bounds", [
+    ([0, 19], [0, 19]),  # one tile: the plain product
+    ([0, 19], [0, 10, 19]),  # column blocks over all rows
+    ([0, 7, 19], [0, 7, 19]),  # users and items: the zero quadrants dropped
+    ([0, 7, 19], [0, 3, 7, 12, 19]),  # each side cut again
+    ([0, 2, 7, 19], list(range(20))),  # one column each: many tiles empty
+])
+def test_blocked_adjacency_matches_dense(graph, row_bounds, col_bounds):
     adj = normalized_adjacency(graph)
-    blocks = ColumnBlocks(adj, num_blocks)
-    assert len(blocks.blocks) == num_blocks and blocks.shape == (19, 19)
+    blocks = BlockedAdjacency(adj, row_bounds, col_bounds)
+    assert blocks.shape == (19, 19) and len(blocks.bands) == len(row_bounds) - 1
+    assert blocks.num_tiles <= (len(row_bounds) - 1) * (len(col_bounds) - 1)
     dense = dense_adjacency(graph)
     x = torch.randn(19, 5, dtype=torch.float64)
     torch.testing.assert_close(spmm(blocks, x.float()).double(), dense @ x, rtol=1e-5, atol=1e-6)
-    # the 3-layer encoder over the blocks, value and gradient, against the CSR's
+    # the 3-layer encoder over the tiles, value and gradient, against the CSR's
     xb, xc = (x.float().requires_grad_() for _ in range(2))
     g = torch.randn(19, 5)
     out_b, out_c = LightGCNEncoder(3)(xb, blocks), LightGCNEncoder(3)(xc, adj)
@@ -70,6 +77,34 @@ def test_column_blocks_match_dense(graph, num_blocks):
     (out_b * g).sum().backward()
     (out_c * g).sum().backward()
     torch.testing.assert_close(xb.grad, xc.grad)
+
+
+def test_bipartite_bands_skip_the_zero_quadrants(graph):
+    """Users read item columns only and items user columns only: two tiles, not four."""
+    blocks = BlockedAdjacency(normalized_adjacency(graph), [0, 7, 19], [0, 7, 19])
+    assert [(r0, r1, [(lo, hi) for _, lo, hi in tiles]) for r0, r1, tiles in blocks.bands] == [
+        (0, 7, [(7, 19)]), (7, 19, [(0, 7)])]
+
+
+def test_blocked_adjacency_zeroes_rows_of_an_empty_band(monkeypatch):
+    """A band without non-zeros (users without interactions) is written as zeros, not left as
+    whatever the fresh output held."""
+    g = random_graph(num_users=6, num_items=5, per_user=(2, 4), seed=1)
+    g[EDGE].edge_index = g[EDGE].edge_index[:, g[EDGE].edge_index[0] >= 2]  # users 0, 1: none
+    adj = normalized_adjacency(g)
+    blocks = BlockedAdjacency(adj, [0, 2, 6, 11], [0, 6, 11])
+    assert blocks.bands[0][2] == []
+    real_empty = torch.Tensor.new_empty
+    monkeypatch.setattr(torch.Tensor, "new_empty",
+                        lambda self, *size, **kw: real_empty(self, *size, **kw).fill_(float("nan")))
+    x = torch.randn(11, 3)
+    torch.testing.assert_close(spmm(blocks, x), adj.to_dense() @ x)
+
+
+@pytest.mark.parametrize("bounds", [[0, 19, 19], [1, 19], [0, 18], [0]])
+def test_blocked_adjacency_rejects_bad_bounds(graph, bounds):
+    with pytest.raises(GraphrecError, match="row_bounds must rise strictly from 0 to 19"):
+        BlockedAdjacency(normalized_adjacency(graph), bounds, [0, 19])
 
 
 def test_block_count_rule():
@@ -83,12 +118,23 @@ def test_block_count_rule():
 
 def test_blocked_adjacency_only_where_it_pays(monkeypatch):
     adj = normalized_adjacency(random_graph(num_users=20, num_items=30, per_user=(8, 12), seed=2))
-    assert blocked_adjacency(adj, 4) is adj
-    monkeypatch.setattr(propagation, "CPU_BLOCK_BYTES", 64)  # force blocks on the tiny graph
-    assert isinstance(blocked_adjacency(adj, 4), ColumnBlocks)
+    assert blocked_adjacency(adj, 4, 20) is adj  # the table fits: one plain product
+    monkeypatch.setattr(propagation, "CPU_BLOCK_BYTES", 64)  # force tiles on the tiny graph
+    plain = blocked_adjacency(adj, 4)
+    assert isinstance(plain, BlockedAdjacency) and len(plain.bands) == 1
+    tiles = blocked_adjacency(adj, 4, 20)
+    assert [(r0, r1) for r0, r1, _ in tiles.bands] == [(0, 20), (20, 50)]
+    # the user band gathers from item columns only and the item band from user columns only,
+    # each side cut into several slices (as many as block_count allows) that cover it
+    for (_, _, band), side in zip(tiles.bands, [(20, 50), (0, 20)]):
+        ranges = [(lo, hi) for _, lo, hi in band]
+        assert len(ranges) > 1 and ranges[0][0] == side[0] and ranges[-1][1] == side[1]
+        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    x = torch.randn(50, 4)
+    torch.testing.assert_close(spmm(tiles, x), adj @ x)
 
 
-def test_lightgcn_scores_same_with_column_blocks(monkeypatch):
+def test_lightgcn_scores_same_with_tiles(monkeypatch):
     from graphrec.models import build_model
     from graphrec.models.lightgcn import GraphModelConfig
 
@@ -99,7 +145,7 @@ def test_lightgcn_scores_same_with_column_blocks(monkeypatch):
     assert isinstance(model.adjacency(), torch.Tensor)
     monkeypatch.setattr(propagation, "CPU_BLOCK_BYTES", 256)
     model.fit(g)  # rebuilds the adjacency
-    assert isinstance(model.adjacency(), ColumnBlocks)
+    assert isinstance(model.adjacency(), BlockedAdjacency)
     torch.testing.assert_close(model.score(torch.arange(40)), plain)
 
 

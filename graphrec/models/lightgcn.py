@@ -21,7 +21,7 @@ from torch_geometric.data import HeteroData
 
 from graphrec.errors import GraphrecError
 from graphrec.models.base import Recommender
-from graphrec.nn.propagation import (ColumnBlocks, LightGCNEncoder, blocked_adjacency,
+from graphrec.nn.propagation import (BlockedAdjacency, LightGCNEncoder, blocked_adjacency,
                                      normalized_adjacency)
 from graphrec.schema import EDGE, RATING
 
@@ -104,7 +104,7 @@ class GraphModel(Recommender):
             torch.nn.init.zeros_(self.bias.weight)
             self.global_bias = torch.nn.Parameter(torch.zeros(1))
         self.register_buffer("train_edges", torch.zeros(2, 0, dtype=torch.long))
-        self._adj: Tensor | ColumnBlocks | None = None  # from train_edges, rebuilt when missing
+        self._adj: Tensor | BlockedAdjacency | None = None  # from train_edges, rebuilt when missing
         # propagated embeddings for scoring, keyed on the weights' in-place version counter
         # (every optimizer step and state load bumps it) and the adjacency they came from
         self._scored: tuple[tuple[int, ...], tuple[Tensor, Tensor]] | None = None
@@ -117,17 +117,17 @@ class GraphModel(Recommender):
         if self.cfg.loss == "mse" and RATING in train[EDGE]:
             self.global_bias.data.fill_(float(train[EDGE][RATING].float().mean()))
 
-    def adjacency(self) -> Tensor | ColumnBlocks:
+    def adjacency(self) -> Tensor | BlockedAdjacency:
         """The symmetric-normalized training adjacency, built on first use: a sparse CSR
-        tensor, or its column blocks where the default backend gains from them on a CPU
-        (:func:`~graphrec.nn.propagation.blocked_adjacency`)."""
+        tensor, or its tiles (users and items, each cut into column blocks) where the default
+        backend gains from them on a CPU (:func:`~graphrec.nn.propagation.blocked_adjacency`)."""
         if self._adj is None or self._adj.device != self.train_edges.device:
             graph = HeteroData()
             graph["user"].num_nodes, graph["item"].num_nodes = self.num_users, self.num_items
             graph[EDGE].edge_index = self.train_edges
             adj = normalized_adjacency(graph, self.train_edges.device)
             if self.cfg.propagation == "symmetric":
-                adj = blocked_adjacency(adj, self.cfg.dim)
+                adj = blocked_adjacency(adj, self.cfg.dim, self.num_users)
             self._adj = adj
         return self._adj
 

@@ -14,7 +14,7 @@ option override the default):
 
 * ``"symmetric"`` (the default on every device): torch's CSR x dense product forward and, by
   :func:`symmetric_spmm`, the same product backward; on a CPU, where the embedding table
-  outgrows the cache, the product runs over column blocks (:class:`ColumnBlocks`,
+  outgrows the cache, the product runs over column blocks (:class:`BlockedAdjacency`,
   :func:`blocked_adjacency`). Chosen from ``benchmarks/propagation.py`` (results in
   ``benchmarks/results/propagation.md``, 2-core CPU, Gowalla, F = 64): the fastest forward and
   forward+backward of every backend there, 1.6-2.6x torch's own CSR product forward where the
@@ -80,90 +80,138 @@ def normalized_adjacency(graph: HeteroData, device: torch.device | str | None = 
                                        check_invariants=False)
 
 
-# Column blocks on a CPU: the slice of x one block gathers from. Measured on the 2-core EPYC
+# Column blocks on a CPU: the slice of x one tile gathers from. Measured on the 2-core EPYC
 # (32 MiB L3 shared with the host): 12 MiB slices ran a 10^7-edge layer 1.6x and a 10^6-edge
 # layer 2x faster than one pass over a table that leaves the cache (benchmarks/propagation.py).
 CPU_BLOCK_BYTES = 12 * 2**20
 
 
-class ColumnBlocks:
-    """A sparse ``[N, M]`` CSR matrix ``A`` kept as column blocks ``A_1 .. A_k``, each a CSR over
-    all rows and one range of columns, so that ``A x = sum_b A_b x_b`` gathers rows from one
-    cache-sized slice ``x_b`` at a time instead of from the whole table. Costs one pass over
-    the output per block, so it pays only where the table outgrows the cache and rows have
-    several non-zeros each (:func:`block_count`). Holds the same non-zeros as ``A`` (one
-    permuted copy; ``A`` itself may be dropped) plus ``k`` row-pointer arrays.
+class BlockedAdjacency:
+    """A sparse ``[N, M]`` CSR matrix ``A`` kept as tiles: row bands (``row_bounds``) times
+    column blocks (``col_bounds``), each tile a CSR over its band's rows and its block's
+    columns, empty tiles dropped. ``A x`` then runs band by band, ``out[band] = sum_b A_{band,b}
+    x_b``: each product gathers rows from one cache-sized slice ``x_b`` instead of the whole
+    table, and reads and writes the output of its own band only.
 
-    Used by :func:`spmm` and :func:`symmetric_spmm`; :func:`blocked_adjacency` decides."""
+    For the bipartite adjacency ``[[0, R], [R^T, 0]]`` the bands are the users and the items
+    (:func:`blocked_adjacency`): the user band's tiles cover item columns only and the item
+    band's user columns only, so the two zero quadrants cost nothing and a column block's
+    extra pass over the output covers one side of the graph, not all ``U+I`` rows. Holds the
+    same non-zeros as ``A`` (one permuted copy; ``A`` itself may be dropped) plus one
+    row-pointer array per tile.
 
-    def __init__(self, adj: Tensor, num_blocks: int) -> None:
+    Used by :func:`spmm` and :func:`symmetric_spmm`."""
+
+    def __init__(self, adj: Tensor, row_bounds: Sequence[int], col_bounds: Sequence[int]) -> None:
+        n, m = (int(d) for d in adj.shape)
+        rb, cb = [int(b) for b in row_bounds], [int(b) for b in col_bounds]
+        for name, b, size in (("row_bounds", rb, n), ("col_bounds", cb, m)):
+            if len(b) < 2 or b[0] != 0 or b[-1] != size or any(x >= y for x, y in zip(b, b[1:])):
+                raise GraphrecError(f"BlockedAdjacency: {name} must rise strictly from 0 to "
+                                    f"{size}, got {b}")
+        self.shape, self.device = (n, m), adj.device
         crow, col, val = adj.crow_indices(), adj.col_indices(), adj.values()
-        n, m = adj.shape
-        self.shape = (int(n), int(m))
-        self.device = adj.device
-        width = -(-m // num_blocks)
-        row = torch.repeat_interleave(torch.arange(n, device=adj.device), crow.diff().long())
-        block = col.long() // width
-        # stable: each block keeps the row-major order of its entries (CSR order)
-        order = torch.sort(block, stable=True).indices
-        counts = torch.bincount(block * n + row, minlength=num_blocks * n).view(num_blocks, n)
-        del row
-        crows = torch.zeros(num_blocks, n + 1, dtype=crow.dtype, device=adj.device)
-        crows[:, 1:] = counts.cumsum(1)
-        ends = counts.sum(1).cumsum(0).tolist()
-        cols = (col.long() - block * width)[order].to(col.dtype)
-        vals = val[order]
-        self.blocks: list[tuple[Tensor, int, int]] = []
-        start = 0
+        starts = torch.tensor(cb[:-1], device=adj.device)
+        self.bands: list[tuple[int, int, list[tuple[Tensor, int, int]]]] = []
+        self.nbytes = 0
+        k = len(cb) - 1
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            for b, end in enumerate(ends):
-                lo, hi = b * width, min((b + 1) * width, m)
-                part = torch.sparse_csr_tensor(crows[b], cols[start:end], vals[start:end],
-                                               (n, hi - lo), check_invariants=False)
-                self.blocks.append((part, lo, hi))
-                start = end
-        self.nbytes = sum(t.numel() * t.element_size() for t in (crows, cols, vals))
+            for r0, r1 in zip(rb, rb[1:]):
+                rows, a, b = r1 - r0, int(crow[r0]), int(crow[r1])
+                # the band's non-zeros are one contiguous run of the CSR, row-major
+                row = torch.repeat_interleave(torch.arange(rows, device=adj.device),
+                                              crow[r0:r1 + 1].diff().long())
+                block = torch.bucketize(col[a:b].long(), starts, right=True) - 1
+                order = torch.sort(block, stable=True).indices  # keeps row-major order per tile
+                counts = torch.bincount(block * rows + row, minlength=k * rows).view(k, rows)
+                del row
+                crows = torch.zeros(k, rows + 1, dtype=crow.dtype, device=adj.device)
+                crows[:, 1:] = counts.cumsum(1)
+                ends = counts.sum(1).cumsum(0).tolist()
+                cols = (col[a:b].long() - starts[block])[order].to(col.dtype)
+                vals = val[a:b][order]
+                tiles, begin = [], 0
+                for j, end in enumerate(ends):
+                    if end > begin:
+                        lo, hi = cb[j], cb[j + 1]
+                        tile = torch.sparse_csr_tensor(crows[j].clone(), cols[begin:end],
+                                                       vals[begin:end], (rows, hi - lo),
+                                                       check_invariants=False)
+                        tiles.append((tile, lo, hi))
+                        self.nbytes += crows[j].numel() * crows.element_size()
+                    begin = end
+                self.nbytes += cols.numel() * cols.element_size() + vals.numel() * 4
+                self.bands.append((r0, r1, tiles))
+
+    @property
+    def num_tiles(self) -> int:
+        """Non-empty tiles: the products one ``A @ x`` makes."""
+        return sum(len(tiles) for _, _, tiles in self.bands)
 
     def __repr__(self) -> str:
-        return f"ColumnBlocks(shape={self.shape}, blocks={len(self.blocks)})"
+        return (f"BlockedAdjacency(shape={self.shape}, bands={len(self.bands)}, "
+                f"tiles={self.num_tiles})")
 
     def matmul(self, x: Tensor) -> Tensor:
-        """``A @ x`` for dense ``x [M, F]``, accumulated block by block into one output."""
+        """``A @ x`` for dense ``x [M, F]``, accumulated tile by tile into one output."""
         out = x.new_empty(self.shape[0], x.shape[1])
-        for b, (part, lo, hi) in enumerate(self.blocks):
-            out.addmm_(part, x[lo:hi], beta=0.0 if b == 0 else 1.0)
+        for r0, r1, tiles in self.bands:
+            band = out[r0:r1]
+            if not tiles:  # rows without non-zeros
+                band.zero_()
+            for j, (tile, lo, hi) in enumerate(tiles):
+                band.addmm_(tile, x[lo:hi], beta=0.0 if j == 0 else 1.0)
         return out
 
 
 def block_count(num_rows: int, num_cols: int, nnz: int, dim: int,
                 block_bytes: int | None = None) -> int:
-    """How many column blocks a CPU product over ``dim`` features should use: enough that each
+    """How many column blocks a CPU product over ``dim`` features should cut ``num_cols``
+    columns into, when ``num_rows`` rows read ``nnz`` non-zeros from them: enough that each
     slice of the table holds at most ``block_bytes``, but at most half the non-zeros per row
-    (each block reads and writes the output once more, which must stay below the gathers it
-    saves). 1 means one plain product. ``block_bytes`` defaults to :data:`CPU_BLOCK_BYTES`."""
+    (each block reads and writes those rows' output once more, which must stay below the
+    gathers it saves). 1 means one block. ``block_bytes`` defaults to
+    :data:`CPU_BLOCK_BYTES`."""
     wanted = -(-num_cols * dim * 4 // (block_bytes or CPU_BLOCK_BYTES))
     return max(1, min(wanted, nnz // max(1, 2 * num_rows)))
 
 
-def blocked_adjacency(adj: Tensor, dim: int) -> Tensor | ColumnBlocks:
-    """``adj`` as :class:`ColumnBlocks` where that pays for products over ``dim`` features (CPU,
-    tables beyond the cache; :func:`block_count`), else ``adj`` itself. The caller may drop
-    ``adj`` afterwards: the blocks hold their own copy."""
-    if adj.device.type != "cpu":  # measured on CPU only; GPUs keep the one cuSPARSE call
-        return adj
-    k = block_count(adj.shape[0], adj.shape[1], adj.values().numel(), dim)
-    return adj if k == 1 else ColumnBlocks(adj, k)
+def blocked_adjacency(adj: Tensor, dim: int, num_users: int | None = None
+                      ) -> Tensor | BlockedAdjacency:
+    """``adj`` as :class:`BlockedAdjacency` where that pays for products over ``dim`` features
+    (CPU, a table larger than :data:`CPU_BLOCK_BYTES`), else ``adj`` itself. ``num_users``: the
+    bipartite split (users ``0..U-1`` first, as :func:`normalized_adjacency` builds it), which
+    makes users and items the row bands; each side's columns are then cut by
+    :func:`block_count` for the band that reads them. The caller may drop ``adj`` afterwards:
+    the tiles hold their own copy."""
+    n, m = (int(d) for d in adj.shape)
+    if adj.device.type != "cpu" or m * dim * 4 <= CPU_BLOCK_BYTES:
+        return adj  # GPUs keep the one cuSPARSE call (measured on CPU only); small tables fit
+    nnz = adj.values().numel()
+    if num_users is not None and 0 < num_users < min(n, m):
+        row_bounds = [0, num_users, n]
+        # user rows read the item columns and item rows the user columns
+        head = int(adj.crow_indices()[num_users])
+        sides = [(0, num_users, n - num_users, nnz - head), (num_users, m, num_users, head)]
+    else:
+        row_bounds, sides = [0, n], [(0, m, n, nnz)]
+    col_bounds = [0]
+    for lo, hi, readers, side_nnz in sides:
+        k = block_count(readers, hi - lo, side_nnz, dim)
+        width = -(-(hi - lo) // k)
+        col_bounds += list(range(lo + width, hi, width)) + [hi]
+    return BlockedAdjacency(adj, row_bounds, col_bounds)
 
 
-def spmm(adj: Tensor | ColumnBlocks, x: Tensor) -> Tensor:
-    """``adj @ x`` for a sparse ``adj [N, M]`` (CSR or :class:`ColumnBlocks`) and dense
+def spmm(adj: Tensor | BlockedAdjacency, x: Tensor) -> Tensor:
+    """``adj @ x`` for a sparse ``adj [N, M]`` (CSR or :class:`BlockedAdjacency`) and dense
     ``x [M, F]``, written straight into one new ``[N, F]`` tensor. ``adj @ x`` itself allocates
     a zeroed ``[N, F]`` input beside its result (torch computes it as ``addmm(zeros, adj, x)``):
     ``addmm_`` with ``beta=0`` into the output (documented to ignore the output's old contents)
     keeps the peak at the output alone. No autograd through ``adj``; use
     :func:`symmetric_spmm` for gradients."""
-    if isinstance(adj, ColumnBlocks):
+    if isinstance(adj, BlockedAdjacency):
         return adj.matmul(x)
     return x.new_empty(adj.shape[0], x.shape[1]).addmm_(adj, x, beta=0.0)
 
@@ -172,7 +220,7 @@ class _SymmetricSpMM(torch.autograd.Function):
     """``A X`` for a symmetric sparse ``A``: the backward is ``A G`` (``A^T = A``)."""
 
     @staticmethod
-    def forward(ctx, adj: Tensor | ColumnBlocks, x: Tensor) -> Tensor:  # noqa: D102
+    def forward(ctx, adj: Tensor | BlockedAdjacency, x: Tensor) -> Tensor:  # noqa: D102
         ctx.adj = adj
         return spmm(adj, x)
 
@@ -181,8 +229,8 @@ class _SymmetricSpMM(torch.autograd.Function):
         return None, spmm(ctx.adj, grad)
 
 
-def symmetric_spmm(adj: Tensor | ColumnBlocks, x: Tensor) -> Tensor:
-    """``adj @ x`` for a symmetric sparse ``adj [N, N]`` (CSR or :class:`ColumnBlocks`) and
+def symmetric_spmm(adj: Tensor | BlockedAdjacency, x: Tensor) -> Tensor:
+    """``adj @ x`` for a symmetric sparse ``adj [N, N]`` (CSR or :class:`BlockedAdjacency`) and
     dense ``x [N, F]``, with the cheap backward. ``adj`` itself gets no gradient. The caller
     guarantees symmetry."""
     return _SymmetricSpMM.apply(adj, x)
@@ -193,16 +241,16 @@ class SymmetricLGConv(LGConv):
     symmetric sparse adjacency: ``x' = A~ x``, aggregated by :func:`symmetric_spmm`.
 
     Call as ``conv(x, adj)`` with ``adj`` from :func:`normalized_adjacency` (a sparse tensor,
-    through PyG's ``propagate``) or :func:`blocked_adjacency` (:class:`ColumnBlocks`, which PyG
+    through PyG's ``propagate``) or :func:`blocked_adjacency` (:class:`BlockedAdjacency`, which PyG
     does not know: multiplied directly, the same aggregation).
     """
 
     def __init__(self) -> None:
         super().__init__(normalize=False)
 
-    def forward(self, x: Tensor, edge_index: Tensor | ColumnBlocks,  # type: ignore[override]
+    def forward(self, x: Tensor, edge_index: Tensor | BlockedAdjacency,  # type: ignore[override]
                 edge_weight: Tensor | None = None) -> Tensor:
-        if isinstance(edge_index, ColumnBlocks):
+        if isinstance(edge_index, BlockedAdjacency):
             return symmetric_spmm(edge_index, x)
         return super().forward(x, edge_index, edge_weight)
 
