@@ -296,7 +296,8 @@ def structure_bytes(name: str, n: int, nnz: int, index_bytes: int = 8) -> int:
         return (n + 1) * ib + nnz * ib + nnz * 4
 
     return {"torch_coo": nnz * 16 + nnz * 4, "pyg_lgconv_edge_index": nnz * 16,
-            "index_add": nnz * 20, "torch_scatter": csr(8), "torch_scatter_add": nnz * 20,
+            "index_add": nnz * 20, "torch_sparse": csr(8), "torch_scatter": csr(8),
+            "torch_scatter_add": nnz * 20,
             "dense": n * n * 4}.get(name, csr(index_bytes))
 
 
@@ -338,18 +339,20 @@ def setup_backend(name: str, ctx: Context, dim: int) -> Callable[[Any], Any]:
     if name == "torch_sparse":
         from torch_sparse import SparseTensor, matmul
 
-        st = SparseTensor(rowptr=adj.crow_indices(), col=adj.col_indices(), value=adj.values(),
-                          sparse_sizes=(ctx.n, ctx.n))
+        # torch_sparse takes int64 indices only (graphrec's CSR holds int32)
+        st = SparseTensor(rowptr=adj.crow_indices().long(), col=adj.col_indices().long(),
+                          value=adj.values(), sparse_sizes=(ctx.n, ctx.n))
         return lambda x: matmul(st, x)
     if name == "torch_scatter":
         from torch_scatter import segment_csr
 
-        crow, col, val = adj.crow_indices(), adj.col_indices(), adj.values()
+        # segment_csr takes int64 row pointers only
+        crow, col, val = adj.crow_indices().long(), adj.col_indices().long(), adj.values()
         return lambda x: segment_csr(x[col] * val.unsqueeze(1), crow, reduce="sum")
     if name == "torch_scatter_add":
         from torch_scatter import scatter_add
 
-        row, col, val = ctx.row(), adj.col_indices(), adj.values()
+        row, col, val = ctx.row(), adj.col_indices().long(), adj.values()
         return lambda x: scatter_add(x[col] * val.unsqueeze(1), row, dim=0, dim_size=ctx.n)
     if name == "dense":
         dense = adj.to_dense()
