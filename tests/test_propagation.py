@@ -69,6 +69,10 @@ def test_blocked_adjacency_matches_dense(graph, row_bounds, col_bounds):
     dense = dense_adjacency(graph)
     x = torch.randn(19, 5, dtype=torch.float64)
     torch.testing.assert_close(spmm(blocks, x.float()).double(), dense @ x, rtol=1e-5, atol=1e-6)
+    # strided inputs, as autograd may pass them: a transpose, and the expanded ones of a sum
+    for xs in (x.float().T.contiguous().T, torch.ones(1, 5).expand(19, 5)):
+        torch.testing.assert_close(spmm(blocks, xs).double(), dense @ xs.double(), rtol=1e-5,
+                                   atol=1e-6)
     # the 3-layer encoder over the tiles, value and gradient, against the CSR's
     xb, xc = (x.float().requires_grad_() for _ in range(2))
     g = torch.randn(19, 5)
