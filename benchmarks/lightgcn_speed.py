@@ -69,8 +69,8 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
     cfg = GraphModelConfig(dim=args.dim, num_layers=args.layers, l2=1e-4)
     ours = build_model("lightgcn", ds.num_users, ds.num_items, cfg)
     ours.fit(parts.train)
-    # PyG's model gets the plain CSR (its fastest form); ours builds its own (column blocks
-    # where they pay), as in training
+    # PyG's model gets the plain CSR (its fastest form); ours builds its own (tiles where
+    # they pay), as in training
     adj = normalized_adjacency(parts.train)
     pyg = LightGCN(ds.num_users + ds.num_items, args.dim, args.layers, normalize=False)
     with torch.no_grad():

@@ -285,7 +285,7 @@ def _tiling(adj: Any, dim: int) -> dict[str, Any]:
         return {"tiles": 1, "slice_mib": None}
     widths = [hi - lo for _, _, tiles in adj.bands for _, lo, hi in tiles]
     return {"tiles": adj.num_tiles, "bands": len(adj.bands),
-            "slice_mib": max(widths) * dim * 4 / 2**20}
+            "slice_mib": max(widths, default=0) * dim * 4 / 2**20}
 
 
 def structure_bytes(name: str, n: int, nnz: int, index_bytes: int = 8) -> int:
@@ -311,7 +311,8 @@ def setup_backend(name: str, ctx: Context, dim: int) -> Callable[[Any], Any]:
         from graphrec.nn.propagation import SymmetricLGConv, blocked_adjacency
 
         conv = SymmetricLGConv()
-        ours = ctx._cache["graphrec_adj"] = blocked_adjacency(adj, dim, ctx.num_users)  # as the models do
+        # as the models build it
+        ours = ctx._cache["graphrec_adj"] = blocked_adjacency(adj, dim, ctx.num_users)
         return lambda x: conv(x, ours)
     if name == "torch_csr_autograd":
         return lambda x: adj @ x
@@ -992,10 +993,11 @@ def bound_of(rec: dict[str, Any], by_backend: dict[str, dict[str, Any]], l3: int
         if name == GRAPHREC:
             tiling = rec.get("tiling", {})
             if tiling.get("tiles", 1) > 1:
-                fwd = (f"gather latency, cut into {tiling['tiles']} tiles (users x item blocks, "
-                       f"items x user blocks) gathering from <= {tiling['slice_mib']:,.0f} MiB "
-                       f"of the {table_mib:,.0f} MiB table, one pass over their band's "
-                       "output each")
+                bands = ("users x item blocks, items x user blocks" if tiling.get("bands") == 2
+                         else "column blocks over all rows")
+                fwd = (f"gather latency, cut into {tiling['tiles']} tiles ({bands}) gathering "
+                       f"from <= {tiling['slice_mib']:,.0f} MiB of the {table_mib:,.0f} MiB "
+                       "table, one pass over their band's output each")
             return f"{fwd}; backward = one more product"
         if name == "torch_csr_autograd":
             return f"forward: same kernel; backward: overhead, A~^T rebuilt (sorted) each call"

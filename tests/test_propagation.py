@@ -65,7 +65,11 @@ def test_blocked_adjacency_matches_dense(graph, row_bounds, col_bounds):
     adj = normalized_adjacency(graph)
     blocks = BlockedAdjacency(adj, row_bounds, col_bounds)
     assert blocks.shape == (19, 19) and len(blocks.bands) == len(row_bounds) - 1
-    assert blocks.num_tiles <= (len(row_bounds) - 1) * (len(col_bounds) - 1)
+    # exactly the non-empty (band, block) pairs become tiles
+    dense_nz = adj.to_dense() != 0
+    want = sum(bool(dense_nz[r0:r1, c0:c1].any()) for r0, r1 in zip(row_bounds, row_bounds[1:])
+               for c0, c1 in zip(col_bounds, col_bounds[1:]))
+    assert blocks.num_tiles == want
     dense = dense_adjacency(graph)
     x = torch.randn(19, 5, dtype=torch.float64)
     torch.testing.assert_close(spmm(blocks, x.float()).double(), dense @ x, rtol=1e-5, atol=1e-6)
@@ -107,16 +111,56 @@ def test_blocked_adjacency_zeroes_rows_of_an_empty_band(monkeypatch):
 
 @pytest.mark.parametrize("bounds", [[0, 19, 19], [1, 19], [0, 18], [0]])
 def test_blocked_adjacency_rejects_bad_bounds(graph, bounds):
+    adj = normalized_adjacency(graph)
     with pytest.raises(GraphrecError, match="row_bounds must rise strictly from 0 to 19"):
-        BlockedAdjacency(normalized_adjacency(graph), bounds, [0, 19])
+        BlockedAdjacency(adj, bounds, [0, 19])
+    with pytest.raises(GraphrecError, match="col_bounds must rise strictly from 0 to 19"):
+        BlockedAdjacency(adj, [0, 19], bounds)
+
+
+def test_blocked_adjacency_rejects_a_wrong_shape(graph):
+    blocks = BlockedAdjacency(normalized_adjacency(graph), [0, 7, 19], [0, 7, 19])
+    with pytest.raises(GraphrecError, match=r"cannot multiply \(19, 19\) by \(18, 4\)"):
+        spmm(blocks, torch.randn(18, 4))
+
+
+def test_blocked_adjacency_keeps_int64_indices(graph):
+    adj = normalized_adjacency(graph)
+    wide = torch.sparse_csr_tensor(adj.crow_indices().long(), adj.col_indices().long(),
+                                   adj.values(), adj.shape, check_invariants=True)
+    blocks = BlockedAdjacency(wide, [0, 7, 19], [0, 3, 7, 19])
+    assert all(t.col_indices().dtype == torch.int64 for _, _, band in blocks.bands
+               for t, _, _ in band)
+    x = torch.randn(19, 4)
+    torch.testing.assert_close(spmm(blocks, x), adj.to_dense() @ x)
+
+
+@pytest.mark.parametrize("num_users", [None, 0, 19, 25])
+def test_blocked_adjacency_one_band_without_a_split(graph, num_users, monkeypatch):
+    """No (valid) user count: one band over all rows; a single tile would be a copy for
+    nothing, so the CSR itself comes back."""
+    adj = normalized_adjacency(graph)
+    monkeypatch.setattr(propagation, "CPU_BLOCK_BYTES", 64)
+    out = blocked_adjacency(adj, 4, num_users)
+    assert out is adj  # 2 non-zeros a row: the cap (half of that) allows one block
+    monkeypatch.setattr(propagation, "block_count", lambda *a, **k: 2)
+    out = blocked_adjacency(adj, 4, num_users)
+    assert isinstance(out, BlockedAdjacency) and [(r0, r1) for r0, r1, _ in out.bands] == [(0, 19)]
 
 
 def test_block_count_rule():
-    # Gowalla-sized table at F = 64 (17 MiB): two 12 MiB-or-less slices
-    assert block_count(70_839, 70_839, 1_620_256, 64) == 2
-    assert block_count(70_839, 70_839, 1_620_256, 8) == 1  # fits: one plain product
-    # capped at half the non-zeros per row: each block costs a pass over the output
-    assert block_count(750_000, 750_000, 20_000_000, 256) == 13
+    """Per side of the bipartite adjacency, as blocked_adjacency calls it: (rows that read the
+    side, its columns, their non-zeros, F)."""
+    # Gowalla at F = 64: item rows read 29,858 user columns (7 MiB), user rows 40,981 item
+    # columns (10 MiB): each side fits in one 12 MiB slice
+    assert block_count(40_981, 29_858, 810_128, 64) == 1
+    assert block_count(29_858, 40_981, 810_128, 64) == 1
+    assert block_count(29_858, 40_981, 810_128, 256) == 4  # 40 MiB: four slices
+    # the 10^7 graph at F = 256: 488 MiB of user columns would want 41 slices, 244 MiB of
+    # item columns 21; capped at half the non-zeros per reading row (40 and 20), as each block
+    # costs one more pass over its band's output
+    assert block_count(250_000, 500_000, 10**7, 256) == 20
+    assert block_count(500_000, 250_000, 10**7, 256) == 10
     assert block_count(10**6, 10**6, 10**6, 256) == 1
 
 
@@ -128,6 +172,9 @@ def test_blocked_adjacency_only_where_it_pays(monkeypatch):
     assert isinstance(plain, BlockedAdjacency) and len(plain.bands) == 1
     tiles = blocked_adjacency(adj, 4, 20)
     assert [(r0, r1) for r0, r1, _ in tiles.bands] == [(0, 20), (20, 50)]
+    # users (212 non-zeros, 10.6 a row) read 30 item columns: 5 blocks by the cap; items read
+    # 20 user columns (320 bytes at F = 4): 5 slices wanted, 3 by the cap (212 / 30 / 2)
+    assert [len(band) for _, _, band in tiles.bands] == [5, 3]
     # the user band gathers from item columns only and the item band from user columns only,
     # each side cut into several slices (as many as block_count allows) that cover it
     for (_, _, band), side in zip(tiles.bands, [(20, 50), (0, 20)]):

@@ -120,7 +120,8 @@ class GraphModel(Recommender):
     def adjacency(self) -> Tensor | BlockedAdjacency:
         """The symmetric-normalized training adjacency, built on first use: a sparse CSR
         tensor, or its tiles (users and items, each cut into column blocks) where the default
-        backend gains from them on a CPU (:func:`~graphrec.nn.propagation.blocked_adjacency`)."""
+        backend gains from them: on a CPU, with a table larger than 12 MiB
+        (:func:`~graphrec.nn.propagation.blocked_adjacency`)."""
         if self._adj is None or self._adj.device != self.train_edges.device:
             graph = HeteroData()
             graph["user"].num_nodes, graph["item"].num_nodes = self.num_users, self.num_items

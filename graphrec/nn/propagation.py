@@ -19,15 +19,15 @@ option override the default):
   bipartite adjacency are never visited, each band's columns cut into cache-sized blocks.
   Chosen from ``benchmarks/propagation.py`` (results in ``benchmarks/results/propagation.md``,
   2-core CPU): the fastest forward and forward+backward of every backend there; on Gowalla at
-  F = 64, 1.3x torch's own CSR product forward (3.0x at F = 256, 2.6x on a 10^7-edge graph),
-  forward+backward 2.03x its forward against 6.3x for torch's sparse autograd, and 42x faster
-  than ``LGConv`` over ``edge_index``. No GPU has been measured yet; on CUDA the plain product
-  (cuSPARSE) and the same backward argument apply.
+  F = 64, 1.4x torch's own CSR product forward (2.0x at F = 256, 3.3x on a 10^7-edge graph),
+  forward+backward 2.01x its forward against 5.5x for torch's sparse autograd, and 27x faster
+  than ``LGConv`` over ``edge_index`` (the run of commit 3e7f10d). No GPU has been measured
+  yet; on CUDA the plain product (cuSPARSE) and the same backward argument apply.
 * ``"autograd"``: the same forward with torch's own sparse backward, which transposes the
   matrix on every call: the reference the tests compare with.
 * ``"edge_index"``: PyG's ``LGConv`` message passing (gather, scale, scatter) over the
-  adjacency's ``edge_index`` and weights: memory-hungry (one message per edge), 10x slower on
-  CPU, kept for comparison and for inputs torch.sparse cannot take.
+  adjacency's ``edge_index`` and weights: memory-hungry (one message per edge), about 27x
+  slower on CPU, kept for comparison and for inputs torch.sparse cannot take.
 """
 
 from __future__ import annotations
@@ -144,7 +144,8 @@ class BlockedAdjacency:
                         tiles.append((tile, lo, hi))
                         self.nbytes += crows[j].numel() * crows.element_size()
                     begin = end
-                self.nbytes += cols.numel() * cols.element_size() + vals.numel() * 4
+                self.nbytes += (cols.numel() * cols.element_size()
+                                + vals.numel() * vals.element_size())
                 self.bands.append((r0, r1, tiles))
 
     @property
@@ -158,6 +159,9 @@ class BlockedAdjacency:
 
     def matmul(self, x: Tensor) -> Tensor:
         """``A @ x`` for dense ``x [M, F]``, accumulated tile by tile into one output."""
+        if x.dim() != 2 or x.shape[0] != self.shape[1]:
+            raise GraphrecError(f"BlockedAdjacency: cannot multiply {self.shape} by "
+                                f"{tuple(x.shape)}")
         out = x.new_empty(self.shape[0], x.shape[1])
         for r0, r1, tiles in self.bands:
             band = out[r0:r1]
@@ -204,6 +208,8 @@ def blocked_adjacency(adj: Tensor, dim: int, num_users: int | None = None
         k = block_count(readers, hi - lo, side_nnz, dim)
         width = -(-(hi - lo) // k)
         col_bounds += list(range(lo + width, hi, width)) + [hi]
+    if len(row_bounds) == len(col_bounds) == 2:
+        return adj  # one tile: a copy of the matrix for nothing
     return BlockedAdjacency(adj, row_bounds, col_bounds)
 
 
