@@ -720,7 +720,7 @@ def child_memory(args: argparse.Namespace) -> dict[str, Any]:
     fn = setup_backend(args.backend, ctx, args.dim)
     ours = ctx._cache.get("graphrec_adj")  # graphrec's own structure (None for the others)
     tiling = _tiling(ours, args.dim)
-    tiled = tiling["slice_mib"] is not None  # a BlockedAdjacency, not the plain CSR
+    tiled = hasattr(ours, "bands")  # a BlockedAdjacency, not the plain CSR
     if args.backend != "torch_csr_autograd" and (args.backend != GRAPHREC or tiled):
         # only the backend's own structure stays (graphrec's tiles hold their copy)
         ctx.adj = adj = None
