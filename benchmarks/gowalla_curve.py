@@ -24,13 +24,13 @@ import argparse
 import json
 import shlex
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spine import DEFAULT_DATA, DEFAULT_RESULTS, REPO, _load_avg, git_commit, machine_info  # noqa: E402
+from harness import (  # noqa: E402
+    DEFAULT_DATA, DEFAULT_RESULTS, REPO, git_commit, load_avg, machine_info)
 
 LEVELS = (0.15, 0.16, 0.17, 0.18, 0.182)
 
@@ -101,7 +101,7 @@ def report(args: argparse.Namespace) -> int:
            "first_reached": first, "last": {"epoch": evals[-1][0], "recall@20": evals[-1][2],
                                             "ndcg@20": evals[-1][3]},
            "best_recall@20": best[2],
-           "machine": machine_info(), "git_commit": git_commit(), "load_avg_1m": _load_avg(),
+           "machine": machine_info(), "git_commit": git_commit(), "load_avg_1m": load_avg(),
            "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     lines = [f"Gowalla, `{settings['model']}` (options {settings['model_config'] or 'default'}), "
              f"batch {settings['batch_size']}, lr {settings['lr']}, "

@@ -53,9 +53,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spine import (DEFAULT_DATA, DEFAULT_RESULTS, QUICK_ITEMS, QUICK_USERS,  # noqa: E402
-                   _current_rss_mib, _import_graphrec, _load_avg, _maxrss_mib, _reset_peak_rss,
-                   _timed, git_commit, machine_info, stats, write_synthetic_pair)
+from harness import (  # noqa: E402
+    DEFAULT_DATA, DEFAULT_RESULTS, current_rss_mib, git_commit, import_graphrec, load_avg,
+    machine_info, maxrss_mib, reset_peak_rss, stats, timed)
+from spine import QUICK_ITEMS, QUICK_USERS, write_synthetic_pair  # noqa: E402
 
 JSONL_NAME, MD_NAME = "graph_filter.jsonl", "graph_filter.md"
 K = 20
@@ -100,7 +101,7 @@ def _hwm_mib() -> float | None:
 
 def _import_all(threads: int) -> None:
     """Import torch and every graphrec module the children use, so no timing includes imports."""
-    _import_graphrec(threads)
+    import_graphrec(threads)
     import graphrec.data  # noqa: F401
     import graphrec.data.synthetic  # noqa: F401
     import graphrec.evaluation.evaluator  # noqa: F401
@@ -138,7 +139,7 @@ def fit_model(name: str, ds: Any, sp: Any, options: dict[str, Any] | None = None
     from graphrec.models import build_model, model_config
 
     model = build_model(name, ds.num_users, ds.num_items, model_config(name, options))
-    _, t_fit = _timed(lambda: model.fit(sp.train))
+    _, t_fit = timed(lambda: model.fit(sp.train))
     return model, {"fit": t_fit}
 
 
@@ -146,7 +147,7 @@ def evaluate_model(model: Any, sp: Any) -> tuple[dict[str, float], float]:
     """Full-ranking test metrics at K=20 (training items excluded) and the seconds they took."""
     from graphrec.evaluation.evaluator import EvalConfig, evaluate
 
-    out, seconds = _timed(lambda: evaluate(model, sp, "test", EvalConfig(ks=(K,), progress=False)))
+    out, seconds = timed(lambda: evaluate(model, sp, "test", EvalConfig(ks=(K,), progress=False)))
     keep = (f"recall@{K}", f"ndcg@{K}", f"precision@{K}", "users")
     return {key: out[key] for key in keep}, seconds
 
@@ -174,10 +175,10 @@ def _sizes(ds: Any, sp: Any) -> dict[str, int]:
 def child_gowalla(args: argparse.Namespace) -> dict[str, Any]:
     """One timed run of the default graph filter on Gowalla: load + split, fit, evaluate."""
     _import_all(args.threads)
-    (ds, sp), t_load = _timed(lambda: load_gowalla(args))
+    (ds, sp), t_load = timed(lambda: load_gowalla(args))
     t_warm = warm_up()
-    setup_peak, before = _maxrss_mib(), _current_rss_mib()
-    reset = _reset_peak_rss()
+    setup_peak, before = maxrss_mib(), current_rss_mib()
+    reset = reset_peak_rss()
     gc.collect()
     model, fit_s = fit_model("graph-filter", ds, sp)
     metrics, t_eval = evaluate_model(model, sp)
@@ -186,7 +187,7 @@ def child_gowalla(args: argparse.Namespace) -> dict[str, Any]:
                     "wall": fit_s["fit"] + t_eval, "warmup": t_warm},
         "metrics": metrics,
         "config": asdict(model.cfg),
-        "memory": {"peak_rss_mib": _maxrss_mib(), "setup_peak_rss_mib": setup_peak,
+        "memory": {"peak_rss_mib": maxrss_mib(), "setup_peak_rss_mib": setup_peak,
                    "rss_before_mib": before, "phase_peak_rss_mib": _hwm_mib() if reset else None},
         "info": _sizes(ds, sp),
         "versions": _versions(),
@@ -207,7 +208,7 @@ def child_sweep(args: argparse.Namespace) -> dict[str, Any]:
         metrics, t_eval = evaluate_model(model, sp)
         rows.append({"alpha": alpha, "k": k, "metrics": metrics,
                      "seconds": {"fit": fit_s["fit"], "evaluate": t_eval}})
-    return {"rows": rows, "memory": {"peak_rss_mib": _maxrss_mib()}, "info": _sizes(ds, sp)}
+    return {"rows": rows, "memory": {"peak_rss_mib": maxrss_mib()}, "info": _sizes(ds, sp)}
 
 
 def child_model(args: argparse.Namespace) -> dict[str, Any]:
@@ -225,7 +226,7 @@ def child_model(args: argparse.Namespace) -> dict[str, Any]:
             runs.append({"fit": fit_s["fit"], "evaluate": t_eval})
     if any(m != metrics[0] for m in metrics):
         raise RuntimeError(f"{args.model}: metrics differ between repeats: {metrics}")
-    return {"runs": runs, "metrics": metrics[0], "memory": {"peak_rss_mib": _maxrss_mib()},
+    return {"runs": runs, "metrics": metrics[0], "memory": {"peak_rss_mib": maxrss_mib()},
             "info": _sizes(ds, sp)}
 
 
@@ -272,13 +273,13 @@ def run_child(kind: str, plan: Plan, work: Path, model: str = "") -> dict[str, A
            "--threads", str(plan.threads), "--repeats", str(plan.repeats)]
     cmd += ["--quick"] if plan.quick else ["--data", str(plan.data)]
     cmd += ["--model", model] if model else []
-    load_before = _load_avg()
+    load_before = load_avg()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
     if proc.returncode != 0:
         raise RuntimeError(f"child {kind} {model} failed (exit {proc.returncode}):\n"
                            f"{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["load_avg_1m"] = [load_before, _load_avg()]
+    result["load_avg_1m"] = [load_before, load_avg()]
     return result
 
 
@@ -286,7 +287,7 @@ def wait_for_quiet(max_load: float, max_wait: float) -> float:
     """Sleep until the 1-minute load average is below ``max_load`` (at most ``max_wait``
     seconds); returns the seconds waited."""
     start = time.monotonic()
-    while (load := _load_avg()) is not None and load >= max_load:
+    while (load := load_avg()) is not None and load >= max_load:
         if time.monotonic() - start >= max_wait:
             print(f"graph_filter: load average still {load:.2f} after {max_wait:.0f} s; "
                   "timing anyway (recorded)", file=sys.stderr)

@@ -35,8 +35,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spine import (DEFAULT_DATA, DEFAULT_RESULTS, REPO, _import_graphrec, _load_avg,  # noqa: E402
-                   _maxrss_mib, git_commit, machine_info)
+from harness import (  # noqa: E402
+    DEFAULT_DATA, DEFAULT_RESULTS, git_commit, import_graphrec, load_avg, machine_info,
+    maxrss_mib)
 
 PHASES = ("sampling", "forward", "backward", "step")
 TARGET_RATIO = 0.5  # graphrec epoch <= half of PyG's fastest form
@@ -45,7 +46,7 @@ TARGET_PEAK_MIB = 2048.0
 
 def _setup(args: argparse.Namespace) -> dict[str, Any]:
     """Data, split, both models with equal weights, optimizers and the batch source."""
-    _import_graphrec(args.threads)
+    import_graphrec(args.threads)
     import torch
     from torch_geometric.nn.models import LightGCN
 
@@ -54,7 +55,7 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
     from graphrec.data.source import DataConfig, load_data
     from graphrec.data.synthetic import SyntheticConfig, make_synthetic
     from graphrec.models import build_model
-    from graphrec.models.lightgcn import GraphModelConfig
+    from graphrec.models.lightgcn import LightGCNConfig
     from graphrec.nn.propagation import normalized_adjacency
     from graphrec.split import SplitConfig, split
     from graphrec.trainer import TrainConfig, build_optimizer
@@ -66,7 +67,7 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
     else:
         ds = load_data(DataConfig(path=str(args.data)))
         parts = split(ds.graph, SplitConfig("given"))
-    cfg = GraphModelConfig(dim=args.dim, num_layers=args.layers, l2=1e-4)
+    cfg = LightGCNConfig(dim=args.dim, num_layers=args.layers, l2=1e-4)
     ours = build_model("lightgcn", ds.num_users, ds.num_items, cfg)
     ours.fit(parts.train)
     # PyG's model gets the plain CSR (its fastest form); ours builds its own (tiles where
@@ -101,16 +102,16 @@ def _timed_step(forward: Any, opt: Any) -> dict[str, float]:
     return {"forward": fwd, "backward": bwd, "step": _clock(t)}
 
 
-def step_ours(s: dict[str, Any], batch: dict[str, Any]) -> dict[str, float]:
-    """One graphrec training step (the trainer's: ``model.loss(**batch)``), timed by phase."""
-    return _timed_step(lambda: s["ours"].loss(**batch), s["opt_ours"])
+def step_ours(s: dict[str, Any], batch: Any) -> dict[str, float]:
+    """One graphrec training step (the trainer's: ``loss = model(batch)``), timed by phase."""
+    return _timed_step(lambda: s["ours"](batch), s["opt_ours"])
 
 
-def step_pyg(s: dict[str, Any], batch: dict[str, Any]) -> dict[str, float]:
+def step_pyg(s: dict[str, Any], batch: Any) -> dict[str, float]:
     """One step of PyG's LightGCN as its documentation trains it: ``get_embedding`` over the
     adjacency, dot products, ``recommendation_loss`` (BPR + L2 on the batch's layer-0 rows)."""
     torch, pyg, n_users = s["torch"], s["pyg"], s["ds"].num_users
-    u, i, neg = batch["users"], batch["items"] + n_users, batch["negatives"][:, 0] + n_users
+    u, i, neg = batch.users, batch.items + n_users, batch.negatives[:, 0] + n_users
 
     def forward() -> Any:
         out = pyg.get_embedding(s["adj"])
@@ -122,7 +123,7 @@ def step_pyg(s: dict[str, Any], batch: dict[str, Any]) -> dict[str, float]:
     return _timed_step(forward, s["opt_pyg"])
 
 
-def _batch(s: dict[str, Any], order: Any, b: int, size: int) -> tuple[dict[str, Any], float]:
+def _batch(s: dict[str, Any], order: Any, b: int, size: int) -> tuple[Any, float]:
     t = time.perf_counter()
     batch = s["batches"].batch(order[b * size:(b + 1) * size], s["gen"])
     return batch, _clock(t)
@@ -155,14 +156,14 @@ def child_timing(args: argparse.Namespace) -> dict[str, Any]:
 def child_memory(args: argparse.Namespace) -> dict[str, Any]:
     s = _setup(args)
     torch = s["torch"]
-    base = _maxrss_mib()
+    base = maxrss_mib()
     n = s["batches"].num_examples
     order = torch.randperm(n, generator=s["gen"])
     step = step_ours if args.model == "graphrec" else step_pyg
     for b in range(args.memory_batches):
         batch, _ = _batch(s, order, b, args.batch_size)
         step(s, batch)
-    train_peak = _maxrss_mib()
+    train_peak = maxrss_mib()
     result: dict[str, Any] = {"setup_peak_rss_mib": base, "train_peak_rss_mib": train_peak}
     if args.model == "graphrec":
         from graphrec.evaluation.evaluator import EvalConfig, evaluate
@@ -172,7 +173,7 @@ def child_memory(args: argparse.Namespace) -> dict[str, Any]:
         metrics = evaluate(s["ours"], s["parts"], "test", EvalConfig(ks=(20,), progress=False))
         result["full_ranking_s"] = _clock(t)
         result["test_users"] = int(metrics["users"])
-    result["peak_rss_mib"] = _maxrss_mib()
+    result["peak_rss_mib"] = maxrss_mib()
     return result
 
 
@@ -273,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.quick and not Path(args.data, "train.txt").exists():
         raise SystemExit(f"--data: {args.data}/train.txt not found (Gowalla, LightGCN format)")
     start = time.perf_counter()
-    load = _load_avg()
+    load = load_avg()
     print("timing graphrec and PyG side by side ...", file=sys.stderr, flush=True)
     timing = run_child("timing", args)
     memory = {}

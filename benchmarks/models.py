@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spine import DEFAULT_DATA, DEFAULT_RESULTS, REPO, _load_avg, git_commit, machine_info  # noqa: E402
+from harness import (  # noqa: E402
+    DEFAULT_DATA, DEFAULT_RESULTS, REPO, git_commit, load_avg, machine_info)
 
 SEQUENTIAL = ("sasrec", "bert4rec")
 RATING_MODELS = ("mf", "mlp-rating")
@@ -253,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     context = {"machine": machine_info(), "threads": args.threads, "git_commit": git_commit(),
                "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "load_avg_1m": _load_avg(), "quick": args.quick}
+               "load_avg_1m": load_avg(), "quick": args.quick}
     records = []
     with tempfile.TemporaryDirectory(prefix="graphrec-models-") as tmp:
         for e in plan(args, list(REGISTRY)):

@@ -5,8 +5,10 @@ then items, ``graphrec.nn.propagation.normalized_adjacency`` of the training gra
 forward+backward (``out.backward(g)`` for a fixed random ``g``: the layer's vector-Jacobian
 product, gradient to ``x``, no loss of its own), for:
 
-* ``graphrec``: ``SymmetricLGConv`` over the prebuilt CSR, i.e. ``symmetric_spmm``, whose
-  backward is one more forward product (``A~`` is symmetric). The backend graphrec uses.
+* ``graphrec``: ``LightGCNConv`` (PyG ``MessagePassing``, through ``propagate``) over the
+  prebuilt adjacency as the models build it (``blocked_adjacency``: tiles where they pay),
+  i.e. ``symmetric_spmm``, whose backward is one more forward product (``A~`` is symmetric).
+  The backend graphrec uses.
 * ``torch_csr_autograd``: plain ``adj @ x`` with the torch.sparse CSR (torch's own backward).
 * ``torch_coo``: ``torch.sparse.mm`` with the same matrix in COO layout.
 * ``pyg_lgconv_csr``: ``torch_geometric.nn.LGConv(normalize=False)`` given the CSR.
@@ -66,8 +68,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spine import (DEFAULT_DATA, DEFAULT_RESULTS, _current_rss_mib,  # noqa: E402
-                   _import_graphrec, _load_avg, git_commit, machine_info, resolve_gowalla, stats)
+from harness import (  # noqa: E402
+    DEFAULT_RESULTS, current_rss_mib, git_commit, import_graphrec, load_avg,
+    machine_info, resolve_gowalla, stats)
 
 JSONL_NAME, MD_NAME, PNG_NAME = "propagation.jsonl", "propagation.md", "propagation.png"
 CHILD_TIMEOUT_S = 900
@@ -281,7 +284,7 @@ class Context:
 def _tiling(adj: Any, dim: int) -> dict[str, Any]:
     """How graphrec's adjacency is cut: tiles (1: the plain CSR) and the largest slice of the
     table one tile gathers from, in MiB."""
-    if not hasattr(adj, "bands"):
+    if adj is None or adj.num_tiles <= 1:
         return {"tiles": 1, "slice_mib": None}
     widths = [hi - lo for _, _, tiles in adj.bands for _, lo, hi in tiles]
     return {"tiles": adj.num_tiles, "bands": len(adj.bands),
@@ -308,9 +311,9 @@ def setup_backend(name: str, ctx: Context, dim: int) -> Callable[[Any], Any]:
 
     adj = ctx.adj
     if name == "graphrec":
-        from graphrec.nn.propagation import SymmetricLGConv, blocked_adjacency
+        from graphrec.nn.propagation import LightGCNConv, blocked_adjacency
 
-        conv = SymmetricLGConv()
+        conv = LightGCNConv()
         # as the models build it
         ours = ctx._cache["graphrec_adj"] = blocked_adjacency(adj, dim, ctx.num_users)
         return lambda x: conv(x, ours)
@@ -566,7 +569,7 @@ def _embeddings(n: int, dim: int, device: str) -> tuple[Any, Any]:
 
 def child_probe(args: argparse.Namespace) -> dict[str, Any]:
     """Versions, devices and cache sizes, for planning and for the records."""
-    _import_graphrec(args.threads)
+    import_graphrec(args.threads)
     import torch
 
     cuda = []
@@ -581,7 +584,7 @@ def child_probe(args: argparse.Namespace) -> dict[str, Any]:
 def child_bandwidth(args: argparse.Namespace) -> dict[str, Any]:
     """Memory bandwidth: copy a large float32 tensor (``--copy-mib``) into another; GB/s as
     (read + write bytes) / time. Median of the timed copies after two warm-up copies."""
-    _import_graphrec(args.threads)
+    import_graphrec(args.threads)
     import torch
 
     n = args.copy_mib * (1 << 20) // 4
@@ -598,7 +601,7 @@ def child_bandwidth(args: argparse.Namespace) -> dict[str, Any]:
 
 def child_timing(args: argparse.Namespace) -> dict[str, Any]:
     """One graph, one embedding size, one device: every backend's layer and the encoders."""
-    _import_graphrec(args.threads)
+    import_graphrec(args.threads)
     import torch
 
     _, info, ctx = _prepare(args)
@@ -679,7 +682,7 @@ def child_memory(args: argparse.Namespace) -> dict[str, Any]:
     encoder for graphrec), each measured from the memory in use before the adjacency and the
     embeddings were built. Run with ``MALLOC_MMAP_THRESHOLD_`` set, so freed buffers go back to
     the system and the resident size follows what is allocated."""
-    _import_graphrec(args.threads)
+    import_graphrec(args.threads)
     import torch
 
     from graphrec.nn.propagation import normalized_adjacency
@@ -695,7 +698,7 @@ def child_memory(args: argparse.Namespace) -> dict[str, Any]:
     sync = _sync(args.device)
 
     def used_mib() -> float:
-        return torch.cuda.memory_allocated() / 2**20 if cuda else (_current_rss_mib() or 0.0)
+        return torch.cuda.memory_allocated() / 2**20 if cuda else (current_rss_mib() or 0.0)
 
     def reset() -> None:
         gc.collect()
@@ -720,7 +723,7 @@ def child_memory(args: argparse.Namespace) -> dict[str, Any]:
     fn = setup_backend(args.backend, ctx, args.dim)
     ours = ctx._cache.get("graphrec_adj")  # graphrec's own structure (None for the others)
     tiling = _tiling(ours, args.dim)
-    tiled = hasattr(ours, "bands")  # a BlockedAdjacency, not the plain CSR
+    tiled = ours is not None and ours.num_tiles > 1  # tiles, not the one plain CSR
     if args.backend != "torch_csr_autograd" and (args.backend != GRAPHREC or tiled):
         # only the backend's own structure stays (graphrec's tiles hold their copy)
         ctx.adj = adj = None
@@ -756,7 +759,7 @@ def child_memory(args: argparse.Namespace) -> dict[str, Any]:
             phase("encoder_forward_peak_mib", lambda: enc(x.detach()))
         phase("encoder_forward_backward_peak_mib", fwd_bwd(enc))
     nnz, dim = info["nnz"], args.dim
-    own = ours.nbytes if tiled else structure_bytes(args.backend, n, nnz, ib)
+    own = ours.structure_bytes if tiled else structure_bytes(args.backend, n, nnz, ib)
     out.update(structure_mib=own / 2**20, tiles=tiling["tiles"],
                adjacency_mib=structure_bytes(GRAPHREC, n, nnz, ib) / 2**20,
                adjacency_storage_mib=sum(held.values()) / 2**20,
@@ -895,7 +898,7 @@ def run_child(kind: str, plan: Plan, extra: list[str], env: dict[str, str] | Non
         cmd += ["--work", str(plan.work)]
     if plan.data is not None:
         cmd += ["--data", str(plan.data)]
-    load_before = _load_avg()
+    load_before = load_avg()
     start = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S,
                           env={**os.environ, **(env or {})})
@@ -904,7 +907,7 @@ def run_child(kind: str, plan: Plan, extra: list[str], env: dict[str, str] | Non
         raise RuntimeError(f"child {kind} {' '.join(extra)} failed (exit {proc.returncode}):\n"
                            f"{proc.stderr[-4000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["load_avg_1m"] = [load_before, _load_avg()]
+    result["load_avg_1m"] = [load_before, load_avg()]
     result["child_seconds"] = child_s
     return result
 
@@ -917,7 +920,7 @@ def wait_for_quiet(plan: Plan) -> float:
     limit = min(plan.max_wait, plan.max_total_wait - plan.waited)
     if limit <= 0:
         return 0.0
-    while (load := _load_avg()) is not None and load >= plan.max_load:
+    while (load := load_avg()) is not None and load >= plan.max_load:
         if time.monotonic() - start >= limit:
             _log(f"load average still {load:.2f} after {limit:.0f} s of waiting; timing anyway "
                  "(the load is recorded)")

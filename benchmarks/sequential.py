@@ -47,8 +47,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from spine import (DEFAULT_DATA, DEFAULT_RESULTS, _current_rss_mib, _import_graphrec,  # noqa: E402
-                   _load_avg, _maxrss_mib, _reset_peak_rss, git_commit, machine_info)
+from harness import (  # noqa: E402
+    DEFAULT_DATA, DEFAULT_RESULTS, current_rss_mib, git_commit, import_graphrec, load_avg,
+    machine_info, maxrss_mib, reset_peak_rss)
 
 JSONL_NAME, MD_NAME = "sequential.jsonl", "sequential.md"
 BATCH = 128
@@ -72,20 +73,19 @@ def _data(args: argparse.Namespace, num_items: int | None) -> tuple[Any, Any]:
 
 def child(args: argparse.Namespace) -> dict[str, Any]:
     """One measurement: train ``--steps`` steps of ``--model`` with ``--options``; maybe evaluate."""
-    _import_graphrec(args.threads)
+    import_graphrec(args.threads)
     import torch
 
     from graphrec.batches import make_batches
     from graphrec.evaluation.evaluator import EvalConfig, evaluate
     from graphrec.models import build_model, model_config
-    from graphrec.trainer import TrainConfig
 
     options = json.loads(args.options)
     ds, sp = _data(args, args.items or None)
     torch.manual_seed(0)
     model = build_model(args.model, ds.num_users, ds.num_items, model_config(args.model, options))
     model.fit(sp.train)
-    batches = make_batches(model, sp.train, TrainConfig(batch_size=BATCH))
+    batches = make_batches(model.batch_spec(), sp.train)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     gen = torch.Generator().manual_seed(0)
     order = torch.randperm(batches.num_examples, generator=gen)
@@ -93,7 +93,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     def step(i: int) -> None:
         s = (i * BATCH) % max(1, batches.num_examples - BATCH + 1)
         batch = batches.batch(order[s:s + BATCH], gen)
-        loss = model.loss(**batch)
+        loss = model(batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -101,8 +101,8 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     model.train()
     for i in range(args.warmup):
         step(i)
-    before = _current_rss_mib()
-    reset = _reset_peak_rss()
+    before = current_rss_mib()
+    reset = reset_peak_rss()
     start = time.perf_counter()
     for i in range(args.steps):
         step(args.warmup + i)
@@ -110,7 +110,7 @@ def child(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {
         "train": {"steps": args.steps, "batch": BATCH, "seconds": seconds,
                   "sequences_per_s": args.steps * min(BATCH, batches.num_examples) / seconds},
-        "memory": {"peak_rss_mib": _maxrss_mib() if reset else None, "rss_before_mib": before},
+        "memory": {"peak_rss_mib": maxrss_mib() if reset else None, "rss_before_mib": before},
         "info": {"users": ds.num_users, "items": ds.num_items, "examples": batches.num_examples,
                  "threads": torch.get_num_threads(), "torch": torch.__version__},
     }
@@ -135,18 +135,18 @@ def run_child(args: argparse.Namespace, model: str, options: dict[str, Any], ite
            "--warmup", str(args.warmup), "--threads", str(args.threads), "--data", str(args.data)]
     cmd += ["--evaluate"] if evaluate else []
     cmd += ["--quick"] if args.quick else []
-    load = _load_avg()
+    load = load_avg()
     if args.quick:  # one process: memory figures then include earlier rows, but no start-ups
         sub = argparse.Namespace(**{**vars(args), "model": model, "options": json.dumps(options),
                                     "items": items, "steps": steps, "evaluate": evaluate})
         result = child(sub)
-        result["load_avg_1m"] = [load, _load_avg()]
+        result["load_avg_1m"] = [load, load_avg()]
         return result
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     if proc.returncode != 0:
         raise RuntimeError(f"child {model} {options} failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["load_avg_1m"] = [load, _load_avg()]
+    result["load_avg_1m"] = [load, load_avg()]
     return result
 
 

@@ -34,21 +34,20 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import os
 import platform
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-DEFAULT_RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import (  # noqa: E402
+    DEFAULT_RESULTS, current_rss_mib, git_commit, import_graphrec, load_avg, machine_info,
+    maxrss_mib, reset_peak_rss, resolve_gowalla, stats, timed)
+
 JSONL_NAME, MD_NAME = "spine.jsonl", "spine.md"
 
 CONVERT_TARGET_S = 5.0
@@ -66,53 +65,18 @@ Step = Callable[[], dict[str, float]]  # one timed run: stage name -> seconds
 # Child side: each function runs in a fresh process and returns a JSON-able dict
 
 
-def _import_graphrec(threads: int) -> None:
-    """Put the checkout on ``sys.path`` (graphrec need not be installed) and pin the threads."""
-    sys.path.insert(0, str(REPO))
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _maxrss_mib() -> float:
-    """``ru_maxrss`` of this process in MiB (Linux reports KiB, macOS bytes)."""
-    import resource
-
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
-
-
-def _current_rss_mib() -> float | None:
-    """Resident set size right now, from ``/proc/self/statm`` (None where that is missing)."""
-    try:
-        pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
-    return pages * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark (Linux >= 4.0), so ``ru_maxrss`` afterwards is the peak
-    of what follows only. Returns whether that worked."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def _measure(step: Step, repeats: int) -> dict[str, Any]:
     """One warm-up run of ``step`` and ``repeats`` timed runs, with memory before and during."""
-    setup_peak = _maxrss_mib()  # imports + data preparation
-    before = _current_rss_mib()
-    reset = _reset_peak_rss()
+    setup_peak = maxrss_mib()  # imports + data preparation
+    before = current_rss_mib()
+    reset = reset_peak_rss()
     gc.collect()
     warmup = step()
     runs = []
     for _ in range(repeats):
         gc.collect()
         runs.append(step())
-    phase_peak = _maxrss_mib()
+    phase_peak = maxrss_mib()
     return {
         "warmup": warmup,
         "runs": runs,
@@ -125,15 +89,9 @@ def _measure(step: Step, repeats: int) -> dict[str, Any]:
     }
 
 
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
-
-
 def child_baseline(args: argparse.Namespace) -> dict[str, Any]:
     """Import what the other children import, and nothing else; report versions and RSS."""
-    _import_graphrec(args.threads)
+    import_graphrec(args.threads)
     import numpy
     import pandas
     import torch
@@ -145,11 +103,11 @@ def child_baseline(args: argparse.Namespace) -> dict[str, Any]:
     import graphrec.models  # noqa: F401
     import graphrec.split  # noqa: F401
 
-    rss = _maxrss_mib()
+    rss = maxrss_mib()
     return {
         "warmup": {}, "runs": [],
         "memory": {"peak_rss_mib": rss, "setup_peak_rss_mib": rss,
-                   "rss_before_mib": _current_rss_mib(), "phase_peak_rss_mib": None},
+                   "rss_before_mib": current_rss_mib(), "phase_peak_rss_mib": None},
         "info": {"threads": torch.get_num_threads()},
         "versions": {
             "python": platform.python_version(), "torch": torch.__version__,
@@ -182,7 +140,7 @@ def write_synthetic_pair(folder: Path) -> Path:
 
 def child_convert(args: argparse.Namespace) -> dict[str, Any]:
     """read + build + save of the LightGCN pair in ``--data``, to ``--work``/graph.pt."""
-    _import_graphrec(args.threads)
+    import_graphrec(args.threads)
     from graphrec.data.graph import build, save
     from graphrec.data.readers import read
 
@@ -191,9 +149,9 @@ def child_convert(args: argparse.Namespace) -> dict[str, Any]:
     info: dict[str, Any] = {}
 
     def step() -> dict[str, float]:
-        raw, t_read = _timed(lambda: read([folder / "train.txt", folder / "test.txt"]))
-        ds, t_build = _timed(lambda: build(raw))
-        _, t_save = _timed(lambda: save(ds, out))
+        raw, t_read = timed(lambda: read([folder / "train.txt", folder / "test.txt"]))
+        ds, t_build = timed(lambda: build(raw))
+        _, t_save = timed(lambda: save(ds, out))
         info.update(users=ds.num_users, items=ds.num_items, interactions=ds.num_interactions,
                     file_mib=out.stat().st_size / (1 << 20))
         return {"read": t_read, "build": t_build, "save": t_save,
@@ -228,21 +186,21 @@ def _eval_child(args: argparse.Namespace, make_model: Callable[[Any, int, int], 
                 ) -> dict[str, Any]:
     """Load ``--work``/graph.pt, take its given train/test split, and time full-ranking
     evaluation at K of ``make_model(split, num_users, num_items)``."""
-    _import_graphrec(args.threads)
+    import_graphrec(args.threads)
     from graphrec.data.graph import load
     from graphrec.evaluation.evaluator import EvalConfig, evaluate_ranking
-    from graphrec.schema import SEQ_ITEM, SEQ_PTR, USER
+    from graphrec.data.graph import user_sequences
     from graphrec.split import SplitConfig, split
 
-    ds, t_load = _timed(lambda: load(Path(args.work) / "graph.pt"))
-    sp, t_split = _timed(lambda: split(ds.graph, SplitConfig(method="given")))
-    exclude = (sp.train[USER][SEQ_PTR], sp.train[USER][SEQ_ITEM])  # training items
+    ds, t_load = timed(lambda: load(Path(args.work) / "graph.pt"))
+    sp, t_split = timed(lambda: split(ds.graph, SplitConfig(method="given")))
+    exclude = user_sequences(sp.train)  # training items
     model = make_model(sp, ds.num_users, ds.num_items)
     cfg = EvalConfig(ks=(K,), batch_users=args.batch, progress=False)
     metrics: dict[str, float] = {}
 
     def step() -> dict[str, float]:
-        out, seconds = _timed(lambda: evaluate_ranking(model, ds.num_items, sp.test, exclude, cfg))
+        out, seconds = timed(lambda: evaluate_ranking(model, ds.num_items, sp.test, exclude, cfg))
         metrics.update(out)
         return {"total": seconds}
 
@@ -350,48 +308,6 @@ def run_child(kind: str, plan: Plan, work: Path, data: Path | None, repeats: int
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _load_avg() -> float | None:
-    """The 1-minute load average: above the core count, timings are suspect."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
-
-
-def stats(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
-
-
-def machine_info() -> dict[str, Any]:
-    """Processor, cores and memory of this machine."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        kib = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                   if line.startswith("MemTotal:"))
-        mem = kib / (1 << 20)
-    except (OSError, StopIteration):
-        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": model, "cores": os.cpu_count(), "usable_cores": usable,
-            "memory_gib": round(mem, 1), "system": f"{platform.system()} {platform.release()}"}
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                             capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return "uncommitted"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "uncommitted"
-
-
 def to_record(m: Measurement, result: dict[str, Any], plan: Plan,
               context: dict[str, Any]) -> dict[str, Any]:
     """One JSON line: the numbers of a measurement, its target and verdict, and the context."""
@@ -496,13 +412,6 @@ def write_results(records: list[dict[str, Any]], out: Path) -> None:
     (out / MD_NAME).write_text(markdown(records))
 
 
-def resolve_gowalla(data: str | None) -> Path:
-    """``--data``, else ``$GRAPHREC_DATA``, else ``../shared/data`` beside the checkout; either
-    the folder holding ``gowalla/`` or the Gowalla folder itself."""
-    base = Path(data or os.environ.get("GRAPHREC_DATA") or DEFAULT_DATA).expanduser()
-    return base if (base / "train.txt").exists() else base / "gowalla"
-
-
 def make_plan(args: argparse.Namespace) -> Plan:
     """Full Gowalla run, or the quick synthetic one (asked for, or Gowalla is missing)."""
     notes = []
@@ -536,9 +445,9 @@ def run_plan(plan: Plan) -> list[dict[str, Any]]:
             repeats = {"baseline": 0, "convert": plan.repeats_convert}.get(m.child,
                                                                           plan.repeats_eval)
             print(f"spine: {m.name} ({m.description}) ...", file=sys.stderr, flush=True)
-            load_before = _load_avg()
+            load_before = load_avg()
             res = run_child(m.child, plan, work, plan.data, repeats, m.batch_users)
-            res["load_avg_1m"] = [load_before, _load_avg()]  # other work on the machine
+            res["load_avg_1m"] = [load_before, load_avg()]  # other work on the machine
             results.append((m, res))
     versions = results[0][1]["versions"]
     context = {"machine": machine_info(), "versions": versions, "threads": plan.threads,

@@ -1,37 +1,163 @@
-"""Training batches, as tensor operations, for the one trainer.
+"""Typed batches for the one trainer, and the per-user histories models score from.
 
-A model says what its loss reads through ``batch_kind``; :func:`make_batches` builds the matching
-source over the training graph. A source has ``num_examples`` and ``batch(idx, generator)``,
-which turns indices into a shuffled epoch's slice into the keyword arguments of
-``model.loss(**batch)``. The trainer owns the shuffling (so a resumed run replays the same
-order); sources only gather and sample.
+A trainable model declares the batches its ``forward`` reads with :meth:`batch_spec` (a
+:data:`BatchSpec`); :func:`make_batches` builds the matching source over the training graph. A
+source has ``num_examples`` and ``batch(idx, generator)``, which turns indices into a shuffled
+epoch's slice into one typed batch (:class:`PairBatch`, :class:`RatingBatch`,
+:class:`SequenceBatch`), all tensor gathers and vectorized sampling. The trainer owns the
+shuffling (so a resumed run replays the same order) and moves each batch with ``.to(device)``;
+sources only gather and sample, on the CPU.
 
-* ``pairs``: one example per training interaction: ``users [N]``, ``items [N]`` and
-  ``negatives [N, M]`` sampled uniformly among the items the user has not interacted with.
-* ``ratings``: ``users [N]``, ``items [N]``, ``ratings [N]`` (explicit feedback).
-* ``sequences``: one example per user with at least two training items: ``seqs [N, L]``, the
-  user's last ``L = model.window_length`` training items in time order, left-padded with
-  ``model.pad`` (an index local to the sequence models); plus ``mask [N, L]`` (cloze positions,
-  real ones only, at least one per window) when ``model.mask_prob > 0``, and ``negatives [N, M]``
-  (items the user has not interacted with in training) when ``model.negatives_per_window > 0``.
-  One window per user and epoch, its most recent items: the history before the window is not
-  trained on (raise ``max_len`` for long histories).
+* :class:`PairSpec`: one example per training interaction: ``users [N]``, ``items [N]`` and
+  ``negatives [N, M]`` sampled uniformly among the items the user has not interacted with
+  (``M``: the trainer's ``num_negatives``).
+* :class:`RatingSpec`: ``users [N]``, ``items [N]``, ``ratings [N]`` (explicit feedback).
+* :class:`SequenceSpec`: one example per user with at least two training items: ``seqs [N, L]``,
+  the user's last ``L`` training items in time order, left-padded with ``pad`` (an index local
+  to the sequence models); plus ``mask [N, L]`` (cloze positions, real ones only, at least one
+  per window) when ``mask_prob > 0``, and ``negatives [N, M]`` (items the user has not
+  interacted with in training) when ``num_negatives > 0``. One window per user and epoch, its
+  most recent items: the history before the window is not trained on.
 
-Further kinds register in ``BATCH_KINDS``.
+:class:`History` is what ``score(users, history)`` reads: each batch row's time-ordered items as
+a CSR over the batch's rows, passed in by the caller (the evaluator, ``recommend``), never
+swapped into the model.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+import dataclasses
+from dataclasses import dataclass
+from typing import Callable, Protocol, TypeVar, Union
 
 import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
+from graphrec.data.graph import user_sequences
 from graphrec.errors import GraphrecError
 from graphrec.nn.transformer import tail_windows
 from graphrec.sampling import NegativeSampler
-from graphrec.schema import EDGE, ITEM, RATING, SEQ_ITEM, SEQ_PTR, USER
+from graphrec.schema import EDGE, ITEM, RATING
+
+T = TypeVar("T")
+
+
+class _Tensors:
+    """``.to(device)`` for a dataclass of tensors (``None`` fields stay ``None``)."""
+
+    def to(self: T, device: torch.device | str, non_blocking: bool = False) -> T:
+        """The same batch with every tensor on ``device``."""
+        return dataclasses.replace(self, **{  # type: ignore[type-var]
+            f.name: (v.to(device, non_blocking=non_blocking) if isinstance(v, Tensor) else v)
+            for f in dataclasses.fields(self) for v in [getattr(self, f.name)]})  # type: ignore[arg-type]
+
+
+@dataclass
+class PairBatch(_Tensors):
+    """(user, positive item, sampled negatives): ``users [N]``, ``items [N]``, ``negatives [N, M]``."""
+
+    users: Tensor
+    items: Tensor
+    negatives: Tensor
+
+
+@dataclass
+class RatingBatch(_Tensors):
+    """Explicit feedback: ``users [N]``, ``items [N]``, ``ratings [N]`` (float32)."""
+
+    users: Tensor
+    items: Tensor
+    ratings: Tensor
+
+
+@dataclass
+class SequenceBatch(_Tensors):
+    """Left-padded windows ``seqs [N, L]``; cloze ``mask [N, L]`` and ``negatives [N, M]`` where
+    the spec asks for them."""
+
+    seqs: Tensor
+    mask: Tensor | None = None
+    negatives: Tensor | None = None
+
+
+Batch = Union[PairBatch, RatingBatch, SequenceBatch]
+
+
+@dataclass(frozen=True)
+class PairSpec:
+    """Pairs with uniform negatives; how many per positive is the trainer's ``num_negatives``."""
+
+
+@dataclass(frozen=True)
+class RatingSpec:
+    """(user, item, rating) triples; the data must have ratings."""
+
+
+@dataclass(frozen=True)
+class SequenceSpec:
+    """Args:
+        length: window length ``L``.
+        pad: the padding index (the model's own, never a graph node).
+        mask_prob: cloze masking rate (0: no masks).
+        num_negatives: sampled negatives per window (0: none).
+    """
+
+    length: int
+    pad: int
+    mask_prob: float = 0.0
+    num_negatives: int = 0
+
+
+BatchSpec = Union[PairSpec, RatingSpec, SequenceSpec]
+
+
+@dataclass
+class History(_Tensors):
+    """Time-ordered items of a batch of users: row ``b`` holds ``items[ptr[b]:ptr[b + 1]]``.
+
+    ``ptr [B + 1]`` (int64, starting at 0) and ``items [N]`` (int64 item indices), aligned with
+    the ``users [B]`` passed next to it. A row may be empty.
+    """
+
+    ptr: Tensor
+    items: Tensor
+
+    def __post_init__(self) -> None:
+        if self.ptr.dim() != 1 or self.ptr.numel() < 1:
+            raise GraphrecError("history: ptr must be a 1-d tensor of B + 1 row pointers")
+
+    @property
+    def num_rows(self) -> int:
+        """``B``, the number of rows."""
+        return self.ptr.numel() - 1
+
+    @classmethod
+    def of(cls, ptr: Tensor, items: Tensor, users: Tensor) -> "History":
+        """Rows ``users [B]`` of a CSR over all users, ``(ptr [U + 1], items)``, gathered by
+        index arithmetic (no per-user loop), on ``users``' device."""
+        dev = users.device
+        ptr, items = ptr.to(dev), items.to(dev)
+        start, counts = ptr[users], ptr[users + 1] - ptr[users]
+        out = torch.zeros(users.numel() + 1, dtype=torch.long, device=dev)
+        out[1:] = counts.cumsum(0)
+        total = int(out[-1])
+        offset = torch.repeat_interleave(start - out[:-1], counts, output_size=total)
+        return cls(out, items[offset + torch.arange(total, device=dev)])
+
+    @classmethod
+    def from_lists(cls, rows: list[list[int]], device: torch.device | str = "cpu") -> "History":
+        """From Python lists of item indices, one per row (for a handful of users at a time)."""
+        counts = torch.tensor([len(r) for r in rows], dtype=torch.long)
+        ptr = torch.zeros(len(rows) + 1, dtype=torch.long)
+        ptr[1:] = counts.cumsum(0)
+        items = torch.tensor([i for r in rows for i in r], dtype=torch.long)
+        return cls(ptr.to(device), items.to(device))
+
+    def windows(self, length: int, pad: int) -> Tensor:
+        """The last ``length`` items of every row, left-padded with ``pad``: ``[B, length]``."""
+        rows = torch.arange(self.num_rows, device=self.ptr.device)
+        return tail_windows(self.ptr, self.items, rows, length, pad)
 
 
 class Batches(Protocol):
@@ -39,8 +165,8 @@ class Batches(Protocol):
 
     num_examples: int
 
-    def batch(self, idx: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-        """The loss arguments for examples ``idx [N]``."""
+    def batch(self, idx: Tensor, generator: torch.Generator) -> Batch:
+        """The batch of examples ``idx [N]``."""
         ...
 
 
@@ -52,13 +178,11 @@ class PairBatches:
         self.users, self.items = store.edge_index[0], store.edge_index[1]
         self.num_examples = int(self.users.numel())
         self.num_negatives = num_negatives
-        self.sampler = NegativeSampler(train[USER][SEQ_PTR], train[USER][SEQ_ITEM],
-                                       int(train[ITEM].num_nodes))
+        self.sampler = NegativeSampler(*user_sequences(train), int(train[ITEM].num_nodes))
 
-    def batch(self, idx: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+    def batch(self, idx: Tensor, generator: torch.Generator) -> PairBatch:
         u = self.users[idx]
-        return {"users": u, "items": self.items[idx],
-                "negatives": self.sampler.sample(u, self.num_negatives, generator)}
+        return PairBatch(u, self.items[idx], self.sampler.sample(u, self.num_negatives, generator))
 
 
 class RatingBatches:
@@ -72,16 +196,16 @@ class RatingBatches:
         self.ratings = store[RATING].float()
         self.num_examples = int(self.users.numel())
 
-    def batch(self, idx: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
-        return {"users": self.users[idx], "items": self.items[idx], "ratings": self.ratings[idx]}
+    def batch(self, idx: Tensor, generator: torch.Generator) -> RatingBatch:
+        return RatingBatch(self.users[idx], self.items[idx], self.ratings[idx])
 
 
 class SequenceBatches:
     """The last ``length`` training items of each user with at least two, as gathered windows.
 
     Args:
-        train: the training graph (its ``seq_ptr``/``seq_item``: training items only, so no
-            held-out item can enter a window).
+        train: the training graph (its edges: training items only, so no held-out item can
+            enter a window).
         length: window length.
         pad: the padding index.
         mask_prob: cloze masking rate (0: no masks).
@@ -90,43 +214,45 @@ class SequenceBatches:
 
     def __init__(self, train: HeteroData, length: int, pad: int, mask_prob: float = 0.0,
                  num_negatives: int = 0) -> None:
-        self.ptr, self.items = train[USER][SEQ_PTR], train[USER][SEQ_ITEM]
+        self.ptr, self.items = user_sequences(train)
         self.users = torch.nonzero(self.ptr.diff() >= 2).flatten()
         self.num_examples = int(self.users.numel())
         self.length, self.pad, self.mask_prob, self.num_negatives = length, pad, mask_prob, num_negatives
         self.sampler = (NegativeSampler(self.ptr, self.items, int(train[ITEM].num_nodes))
                         if num_negatives else None)
 
-    def batch(self, idx: Tensor, generator: torch.Generator) -> dict[str, Tensor]:
+    def batch(self, idx: Tensor, generator: torch.Generator) -> SequenceBatch:
         users = self.users[idx]
         seqs = tail_windows(self.ptr, self.items, users, self.length, self.pad)  # [N, L]
-        out = {"seqs": seqs}
+        out = SequenceBatch(seqs)
         if self.mask_prob > 0:
             real = seqs != self.pad
             mask = (torch.rand(seqs.shape, generator=generator) < self.mask_prob) & real
             mask[:, -1] |= ~mask.any(1)  # at least one per window; the last slot is always real
-            out["mask"] = mask
+            out.mask = mask
         if self.sampler is not None:
-            out["negatives"] = self.sampler.sample(users, self.num_negatives, generator)
+            out.negatives = self.sampler.sample(users, self.num_negatives, generator)
         return out
 
 
-#: batch kind -> factory(model, training graph, train config)
-BATCH_KINDS: dict[str, Callable[[Any, HeteroData, Any], Batches]] = {
-    "pairs": lambda model, train, cfg: PairBatches(train, cfg.num_negatives),
-    "ratings": lambda model, train, cfg: RatingBatches(train),
-    "sequences": lambda model, train, cfg: SequenceBatches(
-        train, model.window_length, model.pad, getattr(model, "mask_prob", 0.0),
-        getattr(model, "negatives_per_window", 0)),
+#: spec type -> factory(spec, training graph, negatives per positive)
+SOURCES: dict[type, Callable[[object, HeteroData, int], Batches]] = {
+    PairSpec: lambda spec, train, num_negatives: PairBatches(train, num_negatives),
+    RatingSpec: lambda spec, train, num_negatives: RatingBatches(train),
+    SequenceSpec: lambda spec, train, num_negatives: SequenceBatches(
+        train, spec.length, spec.pad, spec.mask_prob, spec.num_negatives),  # type: ignore[attr-defined]
 }
 
 
-def make_batches(model: Any, train: HeteroData, cfg: Any) -> Batches:
-    """The batch source ``model.loss`` reads (``model.batch_kind``), over the CPU training graph."""
-    kind = getattr(model, "batch_kind", "pairs")
-    if kind not in BATCH_KINDS:
-        raise GraphrecError(f"model {type(model).__name__}: unknown batch kind {kind!r}")
-    return BATCH_KINDS[kind](model, train, cfg)
+def make_batches(spec: BatchSpec, train: HeteroData, num_negatives: int = 1) -> Batches:
+    """The batch source for ``spec`` over the (CPU) training graph; ``num_negatives``: negatives
+    per positive of :class:`PairSpec` batches."""
+    factory = SOURCES.get(type(spec))
+    if factory is None:
+        raise GraphrecError(f"unknown batch spec {spec!r}")
+    return factory(spec, train, num_negatives)
 
 
-__all__ = ["Batches", "PairBatches", "RatingBatches", "SequenceBatches", "BATCH_KINDS", "make_batches"]
+__all__ = ["PairBatch", "RatingBatch", "SequenceBatch", "Batch", "PairSpec", "RatingSpec",
+           "SequenceSpec", "BatchSpec", "History", "Batches", "PairBatches", "RatingBatches",
+           "SequenceBatches", "SOURCES", "make_batches"]

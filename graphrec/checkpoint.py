@@ -15,11 +15,10 @@ from typing import Any
 
 import torch
 
-from graphrec.data.graph import Dataset, IdMap, ids_from_saved, ids_to_saved
+from graphrec.data.graph import Dataset, IdMap, ids_from_saved, ids_to_saved, user_sequences
 from graphrec.errors import GraphrecError
 from graphrec.models import build_model, model_config
 from graphrec.models.base import Recommender
-from graphrec.schema import SEQ_ITEM, SEQ_PTR, USER
 from graphrec.utils import atomic_torch_save, load_artifact
 
 FORMAT = "graphrec-checkpoint"
@@ -38,6 +37,7 @@ class Checkpoint:
     seen: tuple[torch.Tensor, torch.Tensor]  # CSR (ptr [U + 1], items) of all known interactions
     titles: list[str] | None
     config: dict[str, Any]
+    path: Path | None = None  # the checkpoint file it was loaded from
 
 
 def item_titles(ds: Dataset) -> list[str] | None:
@@ -54,12 +54,13 @@ def save_checkpoint(path: str | Path, model_name: str, model_cfg: Any, model: Re
                     ds: Dataset, config: dict[str, Any]) -> None:
     """Write a checkpoint for ``model`` trained on ``ds`` (atomically)."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    seen_ptr, seen_items = user_sequences(ds.graph)
     atomic_torch_save(path, {
         "format": FORMAT, "version": VERSION, "model": model_name,
         "model_config": json.dumps(dataclasses.asdict(model_cfg)),
         "num_users": ds.num_users, "num_items": ds.num_items, "state": state,
         "user_ids": ids_to_saved(ds.users), "item_ids": ids_to_saved(ds.items),
-        "seen_ptr": ds.graph[USER][SEQ_PTR], "seen_items": ds.graph[USER][SEQ_ITEM],
+        "seen_ptr": seen_ptr.cpu(), "seen_items": seen_items.cpu().clone(),
         "titles": item_titles(ds), "config": json.dumps(config),
     })
 
@@ -79,7 +80,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
     return Checkpoint(blob["model"], model.to(device), ids_from_saved(blob["user_ids"]),
                       ids_from_saved(blob["item_ids"]),
                       (blob["seen_ptr"], blob["seen_items"]), blob["titles"],
-                      json.loads(blob["config"]))
+                      json.loads(blob["config"]), path)
 
 
 __all__ = ["Checkpoint", "CHECKPOINT_NAME", "save_checkpoint", "load_checkpoint", "item_titles"]

@@ -26,6 +26,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--item-col", default=None, help="item column")
     g.add_argument("--rating-col", default=None, help="rating column (optional)")
     g.add_argument("--time-col", default=None, help="timestamp column (optional)")
+    g.add_argument("--edge-type", default=None, metavar="SRC,REL,DST",
+                   help="--format pyg: the interaction edge type, e.g. user,rates,movie "
+                        "(default: the only edge type not named rev_*)")
     g.add_argument("--no-header", dest="header", action="store_false", default=None,
                    help="the CSV/TSV file has no header; columns are 0-based positions")
     g.add_argument("--min-rating", type=float, default=None,
@@ -58,6 +61,7 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
     """Run a CLI main: bad input becomes one line on stderr and exit code 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger("graphrec").setLevel(logging.INFO)
+    logging.getLogger("faiss").setLevel(logging.WARNING)  # not its CPU-feature probing at INFO
     try:
         return main(argv)
     except TrainingInterrupted as e:

@@ -20,10 +20,12 @@ from typing import Any
 from graphrec.data.source import DataConfig
 from graphrec.errors import GraphrecError
 from graphrec.evaluation.evaluator import EvalConfig
+from graphrec.serve.index import IndexConfig
 from graphrec.split import SplitConfig
 from graphrec.trainer import TrainConfig
 
-SECTIONS = {"data": DataConfig, "split": SplitConfig, "eval": EvalConfig, "train": TrainConfig}
+SECTIONS = {"data": DataConfig, "split": SplitConfig, "eval": EvalConfig, "train": TrainConfig,
+            "index": IndexConfig}
 TOP_LEVEL = ("model", "out", "device", "seed")
 
 
@@ -37,6 +39,7 @@ class RunConfig:
     split: SplitConfig = field(default_factory=SplitConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
     out: str | None = None
     device: str = "auto"
     seed: int = 0
@@ -55,7 +58,7 @@ def _check_keys(where: str, values: dict[str, Any], cls: type) -> None:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Read a config file: top-level ``model``/``out``/``device``/``seed`` and the tables
-    ``[data]``, ``[split]``, ``[eval]``, ``[train]`` and ``[model_options]``."""
+    ``[data]``, ``[split]``, ``[eval]``, ``[train]``, ``[index]`` and ``[model_options]``."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     columns = ColumnNames(args.user_col, args.item_col, args.rating_col, args.time_col,
                           args.header if args.header is not None else True)
-    raw = read(args.inputs, args.format, columns)
+    raw = read(args.inputs, args.format, columns, args.edge_type)
     ds = build(raw, args.dedup or "last", args.min_rating, args.kcore or 0)
     save(ds, out)
     stats = summary(ds)

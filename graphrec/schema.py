@@ -7,9 +7,12 @@ A data set is a bipartite :class:`torch_geometric.data.HeteroData` graph:
   optional float32 ``rating`` and int64 ``time`` (seconds) attributes, plus an int8 ``part``
   attribute when the source came with a predefined train/test division;
 * the reverse edge type ``('item', 'rev_interacts', 'user')``, named as PyG's ``ToUndirected``
-  names it;
-* on the ``user`` store, each user's time-ordered items in CSR form: ``seq_ptr`` (num_users + 1)
-  and ``seq_item`` (num_interactions).
+  names it.
+
+The graph carries no derived state (no pointer arrays, no cached sequences), so PyG's own
+transforms (``subgraph``, ``RandomLinkSplit``, batching, ``to_homogeneous``) cannot leave it
+inconsistent. Each user's time-ordered items are read from the edges when needed:
+:func:`graphrec.data.graph.user_sequences`.
 
 Raw ids live only in the id maps (``graph.user_ids`` / ``graph.item_ids`` via :mod:`graphrec.data`).
 """
@@ -24,8 +27,6 @@ REV_EDGE = (ITEM, "rev_interacts", USER)
 RATING = "rating"
 TIME = "time"
 PART = "part"
-SEQ_PTR = "seq_ptr"
-SEQ_ITEM = "seq_item"
 
 # Values of the ``part`` edge attribute for predefined divisions (the LightGCN train/test pair).
 PART_TRAIN = 0
@@ -33,4 +34,4 @@ PART_VALID = 1
 PART_TEST = 2
 
 # Attribute names that side features may not take, because the schema already uses them.
-RESERVED_NODE_ATTRS = frozenset({"num_nodes", "x", SEQ_PTR, SEQ_ITEM, "node_id", "n_id"})
+RESERVED_NODE_ATTRS = frozenset({"num_nodes", "x", "node_id", "n_id"})

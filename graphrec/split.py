@@ -26,10 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch_geometric.data import HeteroData
 
-from graphrec.data.graph import edge_subgraph
+from graphrec.data.graph import check_schema, edge_subgraph
 from graphrec.errors import GraphrecError
-from graphrec.schema import (EDGE, PART, PART_TEST, PART_TRAIN, PART_VALID, RATING, SEQ_PTR, TIME,
-                             USER)
+from graphrec.schema import EDGE, PART, PART_TEST, PART_TRAIN, PART_VALID, RATING, TIME, USER
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +117,14 @@ def _holdout_by_rank(user: torch.Tensor, rank: torch.Tensor, n: torch.Tensor, n_
     return part
 
 
+def _recency_rank(graph: HeteroData, user: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """0 for each user's latest interaction, 1 for the one before, ...: by time, ties and
+    untimed edges in edge order (a later edge counts as more recent)."""
+    store = graph[EDGE]
+    key = store[TIME] if TIME in store else torch.zeros_like(user)
+    return n[user] - 1 - _rank_within_user(user, key)
+
+
 def _ratio_counts(n: torch.Tensor, ratio: float) -> torch.Tensor:
     return torch.floor(n.double() * ratio + 0.5).long()  # round half up, same on every platform
 
@@ -130,6 +137,7 @@ def assign_parts(graph: HeteroData, cfg: SplitConfig) -> torch.Tensor:
     if cfg.method not in SPLIT_METHODS:
         raise GraphrecError(f"--split: unknown method {cfg.method!r}; choose one of "
                             f"{', '.join(SPLIT_METHODS)}")
+    check_schema(graph, "split")
     store = graph[EDGE]
     user = store.edge_index[0]
     num_users = int(graph[USER].num_nodes)
@@ -148,17 +156,14 @@ def assign_parts(graph: HeteroData, cfg: SplitConfig) -> torch.Tensor:
         else:
             if TIME not in store:
                 log.warning("the data has no timestamps: the temporal split uses file order")
-            # Edges are sorted by (user, time): position from the end is the recency rank.
-            ptr = graph[USER][SEQ_PTR]
-            rank = ptr[user + 1] - 1 - torch.arange(user.numel())
+            rank = _recency_rank(graph, user, n)
         return _holdout_by_rank(user, rank, n, _ratio_counts(n, cfg.test_ratio),
                                 _ratio_counts(n, valid_ratio))
 
     if cfg.method == "leave-one-out":
         if TIME not in store:
             log.warning("the data has no timestamps: leave-one-out takes the last item in file order")
-        ptr = graph[USER][SEQ_PTR]
-        rank = ptr[user + 1] - 1 - torch.arange(user.numel())
+        rank = _recency_rank(graph, user, n)
         with_valid = valid_ratio is None or valid_ratio > 0
         return _holdout_by_rank(user, rank, n, torch.ones_like(n),
                                 torch.full_like(n, int(with_valid)))

@@ -2,8 +2,9 @@
 
 The run folder holds ``config.json`` (the resolved configuration), ``metrics.json`` (a flat
 object of test metrics: ``recall@20``, ``ndcg@20``, ..., ``rmse`` when ratings are predicted),
-``valid_metrics.json`` when the split has a validation part, and ``model.pt``, the checkpoint
-``graphrec.recommend`` serves from. Trained models add ``history.jsonl`` (one line per epoch)
+``valid_metrics.json`` when the split has a validation part, ``index_metrics.json`` and the
+saved index when ``--index`` evaluates a retriever through an item index, and ``model.pt``, the
+checkpoint ``graphrec.recommend`` serves from. Trained models add ``history.jsonl`` (one line per epoch)
 ``curves.png`` (loss and validation curves, with matplotlib installed) and
 ``trainer_state.pt``, from which ``--resume RUN_DIR`` continues a stopped run (Ctrl-C and
 SIGTERM save it at the next batch boundary).
@@ -30,7 +31,9 @@ from graphrec.data.source import load_data
 from graphrec.errors import GraphrecError
 from graphrec.evaluation.evaluator import evaluate
 from graphrec.models import REGISTRY, build_model, canonical_name, model_config
+from graphrec.models.base import Retriever
 from graphrec.schema import EDGE, PART, PART_TEST
+from graphrec.serve.index import INDEX_KINDS, retriever_index
 from graphrec.split import SPLIT_METHODS, Split, split
 from graphrec.plots import write_curves
 from graphrec.trainer import HISTORY_NAME, epochs_extendable, train_model
@@ -94,6 +97,13 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--keep-seen", action="store_true",
                    help="also rank the user's earlier (training, validation) items")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
+    e.add_argument("--index", default=None, choices=INDEX_KINDS,
+                   help="also evaluate the test part through an item index of a retriever's "
+                        "vectors (flat, ivf, ivfpq, hnsw), beside exact scoring (default exact: "
+                        "no index); the index is saved in the run folder")
+    e.add_argument("--index-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an index setting: nlist, nprobe, hnsw_m, ef_construction, ef_search, "
+                        "pq_bytes, threads (repeatable)")
     return p
 
 
@@ -109,7 +119,7 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
         "": {"model": args.model, "out": args.out, "device": args.device, "seed": args.seed},
         "data": {"path": args.data, "format": args.format, "user_col": args.user_col,
                  "item_col": args.item_col, "rating_col": args.rating_col,
-                 "time_col": args.time_col, "header": args.header,
+                 "time_col": args.time_col, "header": args.header, "edge_type": args.edge_type,
                  "min_rating": args.min_rating, "kcore": args.kcore, "dedup": args.dedup},
         "split": {"method": args.split, "test_ratio": args.test_ratio,
                   "valid_ratio": args.valid_ratio, "time_cut": args.time_cut,
@@ -124,6 +134,7 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
                   "eval_every": args.eval_every, "patience": args.patience,
                   "metric": args.metric, "seed": args.seed,
                   "progress": False if args.no_progress else None},
+        "index": {"kind": args.index, **dict(parse_option(o) for o in args.index_set)},
         "model_options": dict(parse_option(o) for o in args.options),
     }
     if args.split is None and "method" not in file_values.get("split", {}):
@@ -141,7 +152,9 @@ def _settle_split(cfg: RunConfig, ds: Dataset) -> None:
 
 # settings that may differ when resuming: where it runs and how it reports
 RESUME_FREE = {("", "device"), ("", "out"), ("eval", "progress"), ("train", "progress"),
-               ("eval", "batch_users")}
+               ("eval", "batch_users"), *(("index", f) for f in (
+                   "kind", "nlist", "nprobe", "hnsw_m", "ef_construction", "ef_search",
+                   "pq_bytes", "threads"))}
 
 
 def resume_config(args: argparse.Namespace) -> RunConfig:
@@ -198,7 +211,7 @@ def train(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, float]:
 
     model = build_model(cfg.model, ds.num_users, ds.num_items, model_cfg).to(device)
     fit_start = time.perf_counter()
-    model.fit(parts.train.to(device))
+    model.fit(parts.train)  # the graph stays on the CPU; the model copies what it needs
     if model.trainable:
         summary = train_model(model, parts, cfg.train, cfg.eval, out, resume=resume)
         log.info("trained %d epochs (best epoch %d) in %.1f s", summary["epochs"],
@@ -215,8 +228,30 @@ def train(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, float]:
     metrics["fit_seconds"] = fit_seconds
     metrics["eval_seconds"] = time.perf_counter() - eval_start
     atomic_write_json(out / "metrics.json", metrics)
+    if cfg.index.kind != "exact":
+        _evaluate_index(model, parts, cfg, out)
     save_checkpoint(out / CHECKPOINT_NAME, cfg.model, model_cfg, model, ds, cfg.to_dict())
     return metrics
+
+
+def _evaluate_index(model: Any, parts: Split, cfg: RunConfig, out: Path) -> None:
+    """The test metrics through the ``--index`` item index, in ``index_metrics.json``."""
+    import torch as _torch
+
+    with _torch.no_grad():
+        scorer = model.scorer()
+        if not isinstance(scorer, Retriever):
+            log.warning("--index %s: model %s does not score by inner products of user and item "
+                        "vectors; only exact metrics", cfg.index.kind, cfg.model)
+            return
+        start = time.perf_counter()
+        index = retriever_index(scorer, cfg.index, out)
+        built = time.perf_counter() - start
+    start = time.perf_counter()
+    metrics = evaluate(model, parts, "test", cfg.eval, index=index)
+    metrics.update(index=cfg.index.kind, build_seconds=built,
+                   eval_seconds=time.perf_counter() - start)
+    atomic_write_json(out / "index_metrics.json", metrics)
 
 
 def metrics_table(metrics: dict[str, float]) -> str:
@@ -242,6 +277,12 @@ def main(argv: list[str] | None = None) -> int:
     metrics = train(cfg, out, resume=bool(args.resume))
     print(f"{cfg.model} on {cfg.data.path or 'synthetic'} ({cfg.split.method} split), test:")
     print(metrics_table(metrics))
+    index_file = out / "index_metrics.json"
+    if cfg.index.kind != "exact" and index_file.exists():
+        through = json.loads(index_file.read_text())
+        diffs = "   ".join(f"{k} {through[k]:.4f} ({through[k] - metrics[k]:+.4f})"
+                           for k in metrics if "@" in k and k.split("@")[0] in ("recall", "ndcg"))
+        print(f"through the {cfg.index.kind} index (against exact): {diffs}")
     print(f"run folder: {out}")
     return 0
 

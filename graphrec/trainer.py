@@ -1,8 +1,9 @@
 """The one training loop: every trainable model turns a batch into a loss; this does the rest.
 
 Per epoch: shuffle the training examples (seeded), cut batches (:mod:`graphrec.batches` builds
-what the model's ``batch_kind`` asks for: sampled negatives, ratings, sequences), step the
-optimizer; then, every ``eval_every`` epochs, evaluate on the validation part and stop early
+the typed batches the model's ``batch_spec()`` declares: pairs with sampled negatives, ratings,
+sequence windows), call the module on each (``loss = model(batch)``), step the optimizer;
+then, every ``eval_every`` epochs, evaluate on the validation part and stop early
 after ``patience`` evaluations without improvement, keeping the best state. Progress bars show
 the live loss and examples/second; each epoch appends a line to ``history.jsonl`` in the run
 folder.
@@ -240,8 +241,9 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
         raise GraphrecError(f"--metric: {cfg.metric} is not among the evaluated metrics "
                             f"({', '.join(known)})")
     sign = -1.0 if cfg.metric in LOWER_IS_BETTER else 1.0
-    device = next(model.parameters()).device
-    batches = make_batches(model, split.train.cpu(), cfg)
+    device = model.device
+    # sampled and gathered where the training graph is (the CPU); each batch then moves once
+    batches = make_batches(model.batch_spec(), split.train, cfg.num_negatives)
     n = batches.num_examples
     if n == 0:
         raise GraphrecError("training: no training examples")
@@ -312,8 +314,7 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
                    desc=f"epoch {epoch}", unit="batch", disable=not cfg.progress, leave=False)
         for s in range(first, n, cfg.batch_size):
             idx = order[s:s + cfg.batch_size]
-            batch = {k: v.to(device) for k, v in batches.batch(idx, gen).items()}
-            loss = model.loss(**batch)
+            loss = model(batches.batch(idx, gen).to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

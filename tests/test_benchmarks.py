@@ -120,3 +120,18 @@ def test_gowalla_curve_small(tmp_path):
     assert rec["settings"]["num_negatives"] == 4
     assert 0 <= rec["best_recall@20"] <= 1
     assert "4 negative(s) per positive" in (tmp_path / "results" / "gowalla_curve_bpr-test.md").read_text()
+
+
+def test_ann_quick(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ann.py"), "--quick",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (record,) = [json.loads(line) for line in (tmp_path / "ann.jsonl").read_text().splitlines()]
+    rows = {(r["index"], r.get("nprobe"), r.get("ef_search")): r for r in record["rows"]}
+    assert {k[0] for k in rows} == {"exact", "flat", "ivf", "ivfpq", "hnsw"}
+    for key in (("exact", None, None), ("flat", None, None)):  # exact searches find the truth
+        assert rows[key]["recall@10"] == rows[key]["recall@100"] == 1.0
+    assert all(0 < r["recall@100"] <= 1 and r["qps_batch1"] > 0 for r in rows.values())
+    # more IVF lists probed: never a worse recall
+    assert rows[("ivf", 32, None)]["recall@100"] >= rows[("ivf", 8, None)]["recall@100"]
+    assert (tmp_path / "ann.md").read_text().startswith("# ANN benchmark")

@@ -11,13 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from torch_geometric.data import HeteroData
 
 from graphrec.data import graph as graph_mod
-from graphrec.data.graph import IdMap, build, edge_subgraph, load, save
+from graphrec.data.graph import IdMap, build, edge_subgraph, load, save, user_sequences
 from graphrec.data.readers import RawData, read
 from graphrec.errors import GraphrecError
-from graphrec.schema import (EDGE, ITEM, PART, PART_TEST, PART_TRAIN, RATING, REV_EDGE, SEQ_ITEM,
-                             SEQ_PTR, TIME, USER)
+from graphrec.schema import (EDGE, ITEM, PART, PART_TEST, PART_TRAIN, RATING, REV_EDGE, TIME,
+                             USER)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA = Path(os.environ["GRAPHREC_DATA"]) if os.environ.get("GRAPHREC_DATA") else SHARED
@@ -108,8 +109,10 @@ def test_edges_sorted_by_user_then_time_ties_in_file_order(asym):
     assert g[EDGE][TIME].tolist() == [3, 7, 7, 5, 5, 5, 0, 1]
     assert g[EDGE][RATING].tolist() == [5.0, 2.0, 4.0, 4.0, 3.0, 1.0, 2.0, 3.0]
     assert g[EDGE][RATING].dtype == torch.float32 and g[EDGE][TIME].dtype == torch.int64
-    assert g[USER][SEQ_PTR].tolist() == [0, 3, 6, 8]
-    assert g[USER][SEQ_ITEM].tolist() == [2, 1, 0, 3, 1, 2, 0, 4]
+    ptr, items = user_sequences(g)
+    assert ptr.tolist() == [0, 3, 6, 8]
+    assert items.tolist() == [2, 1, 0, 3, 1, 2, 0, 4]
+    assert set(g[USER].keys()) == {"num_nodes"}  # no derived state on the graph
 
 
 def test_without_time_edges_keep_file_order_per_user():
@@ -142,9 +145,20 @@ def test_sequences_and_edge_order_match_a_slow_reference(seed):
     assert (ds.num_users, ds.num_items) != (ds.num_items, ds.num_users)
     ptr, items, edges = seq_reference(raw, ds)
     g = ds.graph
-    assert g[USER][SEQ_PTR].tolist() == ptr
-    assert g[USER][SEQ_ITEM].tolist() == items
-    assert g[USER][SEQ_PTR].dtype == torch.int64 and g[USER][SEQ_ITEM].dtype == torch.int64
+    got_ptr, got_items = user_sequences(g)
+    assert got_ptr.tolist() == ptr
+    assert got_items.tolist() == items
+    assert got_ptr.dtype == torch.int64 and got_items.dtype == torch.int64
+    # edges in any order (as PyG transforms leave them): by (user, time, edge position)
+    perm = torch.randperm(g[EDGE].num_edges, generator=torch.Generator().manual_seed(seed))
+    shuffled = HeteroData()
+    shuffled[USER].num_nodes, shuffled[ITEM].num_nodes = ds.num_users, ds.num_items
+    shuffled[EDGE].edge_index = g[EDGE].edge_index[:, perm]
+    shuffled[EDGE][TIME] = g[EDGE][TIME][perm]
+    u, i = shuffled[EDGE].edge_index.tolist()
+    order = sorted(range(len(u)), key=lambda e: (u[e], shuffled[EDGE][TIME][e].item(), e))
+    again = user_sequences(shuffled)
+    assert again[0].tolist() == ptr and again[1].tolist() == [i[e] for e in order]
     got = list(zip(*[x.tolist() for x in (ds.users.to_raw(g[EDGE].edge_index[0]),
                                             ds.items.to_raw(g[EDGE].edge_index[1]),
                                             g[EDGE][RATING], g[EDGE][TIME])]))
@@ -178,7 +192,7 @@ def test_edge_subgraph_keeps_nodes_and_features(asym):
     sub = edge_subgraph(asym.graph, mask)
     assert sub[USER].num_nodes == 3 and sub[ITEM].num_nodes == 5
     assert torch.equal(sub[EDGE].edge_index, asym.graph[EDGE].edge_index[:, mask])
-    assert sub[USER][SEQ_PTR].tolist() == [0, 2, 5, 5]
+    assert user_sequences(sub)[0].tolist() == [0, 2, 5, 5]
 
 
 # --------------------------------------------------------------------------------------------
@@ -406,3 +420,76 @@ def test_load_rejects_other_versions(featured, tmp_path):
     torch.save(payload, tmp_path / "v99.pt")
     with pytest.raises(GraphrecError, match="version 99"):
         load(tmp_path / "v99.pt")
+
+
+# --------------------------------------------------------------------------------------------
+# PyG's own transforms leave nothing inconsistent: sequences are read from the edges
+
+
+def _sequences_by_hand(graph) -> dict[int, list[int]]:
+    """Each user's items ordered by (time, edge position), from the edge list."""
+    ei, time = graph[EDGE].edge_index.tolist(), graph[EDGE][TIME].tolist()
+    rows: dict[int, list[tuple[int, int, int]]] = {}
+    for e, (u, i, t) in enumerate(zip(ei[0], ei[1], time)):
+        rows.setdefault(u, []).append((t, e, i))
+    return {u: [i for _, _, i in sorted(r)] for u, r in rows.items()}
+
+
+def _as_dict(ptr, items) -> dict[int, list[int]]:
+    return {u: items[ptr[u]:ptr[u + 1]].tolist() for u in range(ptr.numel() - 1)
+            if ptr[u + 1] > ptr[u]}
+
+
+@pytest.fixture
+def pyg_graph():
+    from conftest import random_graph
+    return random_graph(num_users=9, num_items=14, per_user=(2, 9), seed=11)
+
+
+def test_sequences_after_pyg_subgraph(pyg_graph):
+    keep = torch.tensor([1, 4, 7])
+    sub = pyg_graph.subgraph({USER: keep})
+    assert sub[USER].num_nodes == 3 and sub[ITEM].num_nodes == 14
+    full = _as_dict(*user_sequences(pyg_graph))
+    got = _as_dict(*user_sequences(sub))
+    assert got == {k: full[int(u)] for k, u in enumerate(keep.tolist()) if int(u) in full}
+
+
+def test_to_homogeneous_keeps_the_graph(pyg_graph):
+    homo = pyg_graph.to_homogeneous()
+    U, I = pyg_graph[USER].num_nodes, pyg_graph[ITEM].num_nodes
+    assert homo.num_nodes == U + I and homo.edge_index.size(1) == 2 * pyg_graph[EDGE].num_edges
+    assert set(homo.keys()) <= {"edge_index", "node_type", "edge_type", "time", "rating"}
+    # users then items, as graphrec's adjacency numbers them: the same undirected graph
+    dense = torch.zeros(U + I, U + I)
+    dense[homo.edge_index[0], homo.edge_index[1]] = 1.0
+    from graphrec.nn.propagation import normalized_adjacency
+    assert torch.equal(dense != 0, normalized_adjacency(pyg_graph).to_dense() != 0)
+
+
+def test_random_link_split_leaks_nothing_into_sequences(pyg_graph):
+    import torch_geometric.transforms as T
+
+    torch.manual_seed(0)
+    train, valid, test = T.RandomLinkSplit(num_val=0.1, num_test=0.2, edge_types=EDGE,
+                                           rev_edge_types=REV_EDGE,
+                                           add_negative_train_samples=False)(pyg_graph)
+    seqs = _as_dict(*user_sequences(train))
+    pairs = {(u, i) for u, row in seqs.items() for i in row}
+    assert pairs == set(map(tuple, train[EDGE].edge_index.T.tolist()))
+    held = test[EDGE].edge_label_index[:, test[EDGE].edge_label == 1]
+    assert not pairs & set(map(tuple, held.T.tolist()))  # no test item in any sequence
+    assert seqs == _sequences_by_hand(train)  # still in time order
+
+
+def test_sequences_after_pyg_batching(pyg_graph):
+    from torch_geometric.data import Batch
+
+    from conftest import random_graph
+    other = random_graph(num_users=4, num_items=6, per_user=(1, 5), seed=12)
+    batch = Batch.from_data_list([pyg_graph, other])
+    assert batch[USER].num_nodes == 13 and batch[ITEM].num_nodes == 20
+    got = _as_dict(*user_sequences(batch))
+    want = _as_dict(*user_sequences(pyg_graph))
+    want.update({u + 9: [i + 14 for i in row] for u, row in _as_dict(*user_sequences(other)).items()})
+    assert got == want

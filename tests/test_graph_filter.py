@@ -13,7 +13,8 @@ from graphrec.errors import GraphrecError
 from graphrec.evaluation.evaluator import EvalConfig, evaluate, topk_excluding
 from graphrec.models import build_model, model_config
 from graphrec.models.graph_filter import GraphFilter, GraphFilterConfig
-from graphrec.schema import EDGE, SEQ_ITEM, SEQ_PTR, USER
+from graphrec.data.graph import user_sequences
+from graphrec.schema import EDGE, USER
 from graphrec.split import SplitConfig, split
 
 
@@ -84,10 +85,10 @@ def test_training_items_never_recommended_and_cold_users_get_popularity():
     cold_train = edge_subgraph(train, keep)
     model = fitted(cold_train, k=3)
     users = torch.arange(10)
-    exclude = (cold_train[USER][SEQ_PTR], cold_train[USER][SEQ_ITEM])
+    exclude = user_sequences(cold_train)
     _, top = topk_excluding(model.score(users), users, exclude, 10)
     for u in range(10):
-        seen = set(cold_train[USER][SEQ_ITEM][exclude[0][u]:exclude[0][u + 1]].tolist())
+        seen = set(exclude[1][exclude[0][u]:exclude[0][u + 1]].tolist())
         assert not seen & set(top[u].tolist())
     counts = torch.bincount(cold_train[EDGE].edge_index[1], minlength=30).float()
     torch.testing.assert_close(model.score(torch.tensor([0]))[0], counts / counts.max())

@@ -9,20 +9,21 @@ import pytest
 import torch
 
 from conftest import random_graph
+from graphrec.batches import PairBatch, RatingBatch
 from graphrec.data.graph import build
 from graphrec.data.synthetic import make_synthetic
 from graphrec.errors import GraphrecError
 from graphrec.evaluation.evaluator import EvalConfig, evaluate
-from graphrec.models import build_model, model_config
-from graphrec.models.lightgcn import GraphModel, GraphModelConfig
-from graphrec.schema import EDGE
+from graphrec.models import build_model
+from graphrec.models.lightgcn import LightGCN, LightGCNConfig
+from graphrec.models.mf import MF, MFConfig
 from graphrec.split import SplitConfig, split
 from graphrec.trainer import TrainConfig, train_model
 from test_propagation import dense_adjacency
 
 
-def model_on(graph, **options) -> GraphModel:
-    model = GraphModel(graph["user"].num_nodes, graph["item"].num_nodes, GraphModelConfig(**options))
+def model_on(graph, **options) -> LightGCN:
+    model = LightGCN(graph["user"].num_nodes, graph["item"].num_nodes, LightGCNConfig(**options))
     model.fit(graph)
     return model
 
@@ -83,13 +84,16 @@ def test_table_l2_adds_half_the_squared_norm_of_the_whole_table():
 
 def test_mse_loss_by_hand():
     g = random_graph(num_users=2, num_items=3, seed=4)
-    model = model_on(g, num_layers=0, dim=1, loss="mse", biases=True, l2=0.0)
+    model = MF(2, 3, MFConfig(dim=1, l2=0.0))
+    model.fit(g)
     with torch.no_grad():
         model.embedding.weight.copy_(torch.tensor([[1.0], [2.0], [3.0], [0.5], [1.0]]))
         model.bias.weight.copy_(torch.tensor([[0.1], [0.2], [0.0], [0.3], [0.0]]))
         model.global_bias.fill_(3.0)
     # (user 0, item 0): 3 + 0.1 + 0 + 1*3 = 6.1 vs 5; (user 1, item 1): 3 + 0.2 + 0.3 + 2*0.5 = 4.5 vs 4
     got = model.loss(torch.tensor([0, 1]), torch.tensor([0, 1]), ratings=torch.tensor([5.0, 4.0]))
+    batch = RatingBatch(torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([5.0, 4.0]))
+    assert model(batch).item() == got.item()  # forward(batch) is the loss
     assert got.item() == pytest.approx((1.1 ** 2 + 0.5 ** 2) / 2, rel=1e-6)
     assert model.predict(torch.tensor([1]), torch.tensor([1])).item() == pytest.approx(4.5)
 
@@ -154,25 +158,40 @@ def test_rating_model_needs_ratings():
         train_model(model, parts, TrainConfig(epochs=1, progress=False))
 
 
-def test_scoring_cache_follows_the_weights():
+def test_scorer_holds_one_propagation_and_the_model_keeps_no_cache():
+    """The caller's scorer propagates once; the model itself always scores its current
+    weights, whatever the mode, and holds no propagated embeddings between calls."""
     g = random_graph(num_users=6, num_items=9, seed=4)
     torch.manual_seed(0)
-    model = GraphModel(6, 9, GraphModelConfig(dim=4, num_layers=2))
+    model = LightGCN(6, 9, LightGCNConfig(dim=4, num_layers=2))
     model.fit(g)
     model.eval()
     users = torch.arange(6)
     first = model.score(users)
-    assert torch.equal(model.score(users), first)  # cached, same numbers
+    scorer = model.scorer()
+    torch.testing.assert_close(scorer.score(users), first)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    model.loss(users=users, items=torch.arange(6), negatives=torch.arange(6).view(6, 1) + 1).backward()
+    model(PairBatch(users, torch.arange(6), torch.arange(6).view(6, 1) + 1)).backward()
     opt.step()  # an in-place update, in eval mode
     stepped = model.score(users)
     assert not torch.equal(stepped, first)
     u, i = model.embeddings()
     torch.testing.assert_close(stepped, u @ i.T)
-    other = GraphModel(6, 9, GraphModelConfig(dim=4, num_layers=2))
+    torch.testing.assert_close(scorer.score(users), first)  # the old round's scorer: old weights
+    torch.testing.assert_close(model.scorer().score(users), stepped)
+    tensors = {id(t) for t in list(model.parameters()) + list(model.buffers())}
+    hidden = [k for k, v in vars(model).items() if isinstance(v, torch.Tensor) and id(v) not in tensors]
+    assert hidden == ["adj"]  # beside the state: only the adjacency derived from train_edges
+    other = LightGCN(6, 9, LightGCNConfig(dim=4, num_layers=2))
     other.fit(g)
-    other.eval()
-    other.score(users)
     other.load_state_dict(model.state_dict())
     torch.testing.assert_close(other.score(users), stepped)
+
+
+def test_loss_options_are_checked():
+    with pytest.raises(GraphrecError, match="loss must be one of"):
+        LightGCN(3, 4, LightGCNConfig(loss="mse"))
+    with pytest.raises(GraphrecError, match="loss must be 'mse'"):
+        MF(3, 4, MFConfig(loss="bpr"))
+    with pytest.raises(GraphrecError, match="propagation must be one of"):
+        LightGCN(3, 4, LightGCNConfig(propagation="magic"))

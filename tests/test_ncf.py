@@ -11,6 +11,7 @@ import torch
 
 import graphrec.models.ncf as ncf_module
 from conftest import random_graph
+from graphrec.batches import PairBatch, PairSpec, RatingSpec
 from graphrec.data.graph import build, make_graph
 from graphrec.data.synthetic import SyntheticConfig, make_synthetic
 from graphrec.errors import GraphrecError
@@ -34,10 +35,8 @@ def test_bce_loss_by_hand():
     W1, B1 = [[1.0, -1.0], [0.5, 2.0]], [0.1, -0.2]  # tower layer over [user, item]
     WO, BO = [0.3, -0.4, 0.6, 0.2], -0.1  # output over [gmf0, gmf1, h0, h1]
     with torch.no_grad():
-        model.gmf_user.weight.copy_(torch.tensor(P))
-        model.gmf_item.weight.copy_(torch.tensor(Q))
-        model.mlp_user.weight.copy_(torch.tensor(PM))
-        model.mlp_item.weight.copy_(torch.tensor(QM))
+        # one table of the graph family: users then items, GMF columns then MLP columns
+        model.embedding.weight.copy_(torch.cat([torch.tensor(P + Q), torch.tensor(PM + QM)], 1))
         model.tower.layers[0].weight.copy_(torch.tensor(W1))
         model.tower.layers[0].bias.copy_(torch.tensor(B1))
         model.output.weight.copy_(torch.tensor([WO]))
@@ -58,6 +57,8 @@ def test_bce_loss_by_hand():
     want = sum(terms) / len(terms) + 0.5 * reg / (2 * len(users))  # mean over N * (1 + M) pairs
     got = model.loss(torch.tensor(users), torch.tensor(items), torch.tensor(negs))
     assert got.item() == pytest.approx(want, rel=1e-6)
+    batch = PairBatch(torch.tensor(users), torch.tensor(items), torch.tensor(negs))
+    assert model(batch).item() == got.item()  # forward(batch) is the loss
     with pytest.raises(GraphrecError, match="negatives"):
         model.loss(torch.tensor(users), torch.tensor(items))
 
@@ -66,7 +67,8 @@ def test_gmf_score_is_the_weighted_product():
     torch.manual_seed(0)
     model = NCF(NUM_USERS, NUM_ITEMS, NCFConfig(variant="gmf", gmf_dim=3, mlp_layers=()))
     assert not hasattr(model, "tower") and model.output.in_features == 3
-    p, q = model.gmf_user.weight, model.gmf_item.weight
+    assert model.embedding.weight.shape == (NUM_USERS + NUM_ITEMS, 3)
+    p, q = model.embedding.weight[:NUM_USERS], model.embedding.weight[NUM_USERS:]
     w, b = model.output.weight[0], model.output.bias
     want = torch.einsum("uk,ik,k->ui", p, q, w) + b  # h^T (p_u * q_i) + b
     torch.testing.assert_close(model.score(torch.arange(NUM_USERS)), want)
@@ -119,7 +121,7 @@ def test_regressor_loss_is_mse():
             p.zero_()
         model.output.bias.fill_(1.0)  # every prediction 1 + 4 sigmoid(1)
     pred = 1.0 + 4.0 * sigmoid(1.0)
-    got = model.loss(torch.tensor([0, 1]), torch.tensor([2, 0]), ratings=torch.tensor([5.0, 2.0]))
+    got = model.loss(torch.tensor([0, 1]), torch.tensor([2, 0]), torch.tensor([5.0, 2.0]))
     assert got.item() == pytest.approx(((5.0 - pred) ** 2 + (2.0 - pred) ** 2) / 2, rel=1e-6)
 
 
@@ -156,7 +158,7 @@ def test_bad_options_and_missing_ratings():
     g = random_graph(NUM_USERS, NUM_ITEMS, with_rating=False, seed=5)
     with pytest.raises(GraphrecError, match="learns from ratings, and the data has none"):
         build_model("mlp-rating", NUM_USERS, NUM_ITEMS).fit(g)
-    assert NCF.batch_kind == "pairs" and MLPRating.batch_kind == "ratings"
+    assert NCF(2, 3).batch_spec() == PairSpec() and MLPRating(2, 3).batch_spec() == RatingSpec()
     assert MLPRating.predicts_ratings and not NCF.predicts_ratings
 
 
@@ -204,3 +206,49 @@ def test_mlp_rating_learns_the_planted_interaction():
     model.fit(parts.train)
     train_model(model, parts, TrainConfig(epochs=10, lr=0.01, batch_size=256, progress=False))
     assert evaluate(model, parts, "test", cfg)["rmse"] < 0.5 * base
+
+
+def neumf_reference(model: NCF, users: torch.Tensor) -> torch.Tensor:
+    """NeuMF as He et al. write it, pair by pair, from the layer-0 table: separate GMF and MLP
+    embeddings (the table's column blocks), ReLU tower over [p_u, q_i], one output layer."""
+    w = model.embedding.weight
+    U, g = model.num_users, model.gmf_dim
+    out = torch.empty(users.numel(), model.num_items)
+    for row, u in enumerate(users.tolist()):
+        for i in range(model.num_items):
+            pu, qi = w[u], w[U + i]
+            h = torch.cat([pu[g:], qi[g:]])
+            for layer in model.tower.layers:
+                h = torch.relu(layer(h))
+            out[row, i] = model.output(torch.cat([pu[:g] * qi[:g], h])).squeeze()
+    return out
+
+
+def test_zero_hops_is_neumf_and_hops_propagate_first():
+    g = random_graph(NUM_USERS, NUM_ITEMS, seed=7)
+    torch.manual_seed(5)
+    flat = NCF(NUM_USERS, NUM_ITEMS, NCFConfig(gmf_dim=3, mlp_dim=2, mlp_layers=(4, 3),
+                                               init_std=0.5))
+    flat.fit(g)
+    users = torch.tensor([4, 0, 2])
+    with torch.no_grad():
+        want = neumf_reference(flat, users)
+        torch.testing.assert_close(flat.score(users), want)
+        torch.testing.assert_close(flat.scorer().score(users), want)
+    # K hops: the same scorer over LightGCN-propagated embeddings of the same table
+    deep = NCF(NUM_USERS, NUM_ITEMS, NCFConfig(gmf_dim=3, mlp_dim=2, mlp_layers=(4, 3),
+                                               num_layers=2))
+    deep.fit(g)
+    deep.load_state_dict({k: v for k, v in flat.state_dict().items()
+                          if not k.startswith("encoder.")}, strict=False)  # not its layer weights
+    from test_propagation import dense_adjacency
+    A = dense_adjacency(g).float()
+    x = flat.embedding.weight.detach()
+    propagated = (x + A @ x + A @ A @ x) / 3
+    with torch.no_grad():
+        flat.embedding.weight.copy_(propagated)
+        torch.testing.assert_close(deep.score(users), flat.score(users), rtol=1e-5, atol=1e-5)
+    # scoring candidates equals gathering from the full scores
+    items = torch.tensor([[0, 3, 10], [5, 5, 1], [9, 2, 4]])
+    torch.testing.assert_close(deep.score_candidates(users, items),
+                               deep.score(users).gather(1, items), rtol=1e-5, atol=1e-6)

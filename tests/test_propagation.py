@@ -9,9 +9,10 @@ from torch_geometric.nn import LGConv
 from conftest import random_graph
 from graphrec.errors import GraphrecError
 from graphrec.nn import propagation
-from graphrec.nn.propagation import (BACKENDS, DEFAULT_BACKEND, BlockedAdjacency, LightGCNEncoder,
-                                     SymmetricLGConv, block_count, blocked_adjacency,
-                                     normalized_adjacency, spmm, symmetric_spmm)
+from graphrec.nn.propagation import (BACKENDS, DEFAULT_BACKEND, BlockedAdjacency, LightGCNConv,
+                                     LightGCNEncoder, block_count, blocked_adjacency,
+                                     lightgcn_adjacency, normalized_adjacency, spmm,
+                                     symmetric_spmm)
 from graphrec.schema import EDGE
 
 
@@ -63,8 +64,9 @@ def test_spmm_ignores_garbage_in_its_output(graph, monkeypatch):
 ])
 def test_blocked_adjacency_matches_dense(graph, row_bounds, col_bounds):
     adj = normalized_adjacency(graph)
-    blocks = BlockedAdjacency(adj, row_bounds, col_bounds)
+    blocks = BlockedAdjacency(adj, row_bounds, col_bounds, symmetric=True)
     assert blocks.shape == (19, 19) and len(blocks.bands) == len(row_bounds) - 1
+    assert blocks.layout == torch.sparse_csr and isinstance(blocks, torch.Tensor)
     # exactly the non-empty (band, block) pairs become tiles
     dense_nz = adj.to_dense() != 0
     want = sum(bool(dense_nz[r0:r1, c0:c1].any()) for r0, r1 in zip(row_bounds, row_bounds[1:])
@@ -138,11 +140,12 @@ def test_blocked_adjacency_keeps_int64_indices(graph):
 @pytest.mark.parametrize("num_users", [None, 0, 19, 25])
 def test_blocked_adjacency_one_band_without_a_split(graph, num_users, monkeypatch):
     """No (valid) user count: one band over all rows; a single tile would be a copy for
-    nothing, so the CSR itself comes back."""
+    nothing, so the one tile is the CSR itself."""
     adj = normalized_adjacency(graph)
     monkeypatch.setattr(propagation, "CPU_BLOCK_BYTES", 64)
     out = blocked_adjacency(adj, 4, num_users)
-    assert out is adj  # 2 non-zeros a row: the cap (half of that) allows one block
+    # 2 non-zeros a row: the cap (half of that) allows one block
+    assert out.num_tiles == 1 and out.bands[0][2][0][0] is adj
     monkeypatch.setattr(propagation, "block_count", lambda *a, **k: 2)
     out = blocked_adjacency(adj, 4, num_users)
     assert isinstance(out, BlockedAdjacency) and [(r0, r1) for r0, r1, _ in out.bands] == [(0, 19)]
@@ -166,7 +169,8 @@ def test_block_count_rule():
 
 def test_blocked_adjacency_only_where_it_pays(monkeypatch):
     adj = normalized_adjacency(random_graph(num_users=20, num_items=30, per_user=(8, 12), seed=2))
-    assert blocked_adjacency(adj, 4, 20) is adj  # the table fits: one plain product
+    one = blocked_adjacency(adj, 4, 20)  # the table fits: one plain product, no copy
+    assert one.num_tiles == 1 and one.bands[0][2][0][0] is adj and one.symmetric
     monkeypatch.setattr(propagation, "CPU_BLOCK_BYTES", 64)  # force tiles on the tiny graph
     plain = blocked_adjacency(adj, 4)
     assert isinstance(plain, BlockedAdjacency) and len(plain.bands) == 1
@@ -187,16 +191,16 @@ def test_blocked_adjacency_only_where_it_pays(monkeypatch):
 
 def test_lightgcn_scores_same_with_tiles(monkeypatch):
     from graphrec.models import build_model
-    from graphrec.models.lightgcn import GraphModelConfig
+    from graphrec.models.lightgcn import LightGCNConfig
 
     g = random_graph(num_users=40, num_items=30, per_user=(4, 12), seed=5)
-    model = build_model("lightgcn", 40, 30, GraphModelConfig(dim=8))
+    model = build_model("lightgcn", 40, 30, LightGCNConfig(dim=8))
     model.fit(g)
     plain = model.score(torch.arange(40))
-    assert isinstance(model.adjacency(), torch.Tensor)
+    assert isinstance(model.adj, BlockedAdjacency) and model.adj.num_tiles == 1
     monkeypatch.setattr(propagation, "CPU_BLOCK_BYTES", 256)
     model.fit(g)  # rebuilds the adjacency
-    assert isinstance(model.adjacency(), BlockedAdjacency)
+    assert isinstance(model.adj, BlockedAdjacency) and model.adj.num_tiles > 2
     torch.testing.assert_close(model.score(torch.arange(40)), plain)
 
 
@@ -210,9 +214,9 @@ def test_encoder_matches_dense_layer_mean(graph, num_layers, backend):
         h = dense @ h
         layers.append(h)
     want = torch.stack(layers).mean(0)
-    adj = normalized_adjacency(graph)
+    adj = lightgcn_adjacency(graph, 5, backend)
     xf = x.float().requires_grad_()
-    got = LightGCNEncoder(num_layers, backend=backend)(xf, adj)
+    got = LightGCNEncoder(num_layers)(xf, adj)
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
     # gradient of sum(out * g): the transpose of the same linear map, applied to g
     g = torch.randn_like(x)
@@ -241,9 +245,9 @@ def test_repeated_pairs_count_twice():
 
 def test_default_backend_and_unknown_backend():
     assert DEFAULT_BACKEND == "symmetric"
-    assert isinstance(LightGCNEncoder(2).conv, SymmetricLGConv)
+    assert isinstance(LightGCNEncoder(2).conv, LightGCNConv)
     with pytest.raises(GraphrecError, match="unknown backend"):
-        LightGCNEncoder(2, backend="magic")
+        lightgcn_adjacency(random_graph(num_users=3, num_items=4, seed=1), 4, "magic")
 
 
 def test_zero_layers_is_lookup():
@@ -275,7 +279,7 @@ def test_matches_pyg_lgconv_on_edge_index(graph):
     ei = graph[EDGE].edge_index
     edge_index = torch.cat([torch.stack([ei[0], ei[1] + U]), torch.stack([ei[1] + U, ei[0]])], 1)
     x = torch.randn(19, 6)
-    torch.testing.assert_close(SymmetricLGConv()(x, normalized_adjacency(graph)),
+    torch.testing.assert_close(LightGCNConv()(x, normalized_adjacency(graph)),
                                LGConv()(x, edge_index), rtol=1e-5, atol=1e-6)
 
 
@@ -283,3 +287,112 @@ def test_bad_layer_weights():
     from graphrec.errors import GraphrecError
     with pytest.raises(GraphrecError, match="layer_weights needs 3"):
         LightGCNEncoder(2, layer_weights=[1.0])
+
+
+# --------------------------------------------------------------------------------------------
+# The layer is a PyG MessagePassing operator for every adjacency form
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_propagate_is_always_the_entry(graph, backend, monkeypatch):
+    """PyG's propagate hooks see every form, tiles included, and the tiles still go through
+    graphrec's product (message_and_aggregate), not PyG's per-edge messages."""
+    monkeypatch.setattr(propagation, "CPU_BLOCK_BYTES", 64)  # tiles on the toy graph
+    adj = lightgcn_adjacency(graph, 4, backend)
+    if backend == "symmetric":
+        assert isinstance(adj, BlockedAdjacency) and adj.num_tiles > 1
+    conv = LightGCNConv()
+    calls = []
+    conv.register_propagate_forward_hook(lambda module, inputs, out: calls.append(out.shape))
+    fused = []
+    conv.register_message_and_aggregate_forward_hook(lambda m, inputs, out: fused.append(1))
+    x = torch.randn(19, 4)
+    args = adj if isinstance(adj, tuple) else (adj,)
+    out = conv(x, *args)
+    torch.testing.assert_close(out.double(), dense_adjacency(graph) @ x.double(), rtol=1e-5,
+                               atol=1e-6)
+    assert calls == [torch.Size([19, 4])]
+    assert fused == ([] if backend == "edge_index" else [1])
+
+
+def _bipartite_inputs(graph):
+    """Per-relation inputs for the user and item node types: the normalized weight of each
+    (user, item) edge (full-graph degrees, as LightGCN's symmetric normalization)."""
+    from graphrec.schema import REV_EDGE
+
+    U, I = graph["user"].num_nodes, graph["item"].num_nodes
+    ei = graph[EDGE].edge_index
+    du = torch.bincount(ei[0], minlength=U).float().clamp(min=1)
+    di = torch.bincount(ei[1], minlength=I).float().clamp(min=1)
+    w = (du[ei[0]] * di[ei[1]]).rsqrt()
+    return {EDGE: ei, REV_EDGE: ei.flip(0)}, {EDGE: w, REV_EDGE: w}
+
+
+def test_runs_under_heteroconv(graph):
+    """One HeteroConv layer over user->item and item->user with LightGCNConv equals the
+    homogeneous layer over the normalized bipartite adjacency, split by node type, for
+    edge_index inputs and for sparse adj_t inputs, gradients included."""
+    from torch_geometric.nn import HeteroConv
+
+    from graphrec.schema import REV_EDGE
+
+    U = graph["user"].num_nodes
+    x = torch.randn(19, 5, dtype=torch.float64).float()
+    want = (dense_adjacency(graph) @ x.double()).float()
+    edges, weights = _bipartite_inputs(graph)
+    conv = HeteroConv({EDGE: LightGCNConv(), REV_EDGE: LightGCNConv()}, aggr="sum")
+    xu, xi = x[:U].clone().requires_grad_(), x[U:].clone().requires_grad_()
+    out = conv({"user": xu, "item": xi}, edges, edge_weight_dict=weights)
+    torch.testing.assert_close(out["user"], want[:U], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out["item"], want[U:], rtol=1e-5, atol=1e-6)
+    g = torch.randn(19, 5)
+    (out["user"] * g[:U]).sum().backward()
+    (out["item"] * g[U:]).sum().backward()
+    grad = (dense_adjacency(graph) @ g.double()).float()  # symmetric: A^T g = A g
+    torch.testing.assert_close(torch.cat([xu.grad, xi.grad]), grad, rtol=1e-5, atol=1e-6)
+    # sparse adj_t per relation ([dst, src]), as PyG's ToSparseTensor would give
+    adj_t = {t: torch.sparse_coo_tensor(e.flip(0), weights[t],
+                                        (19 - U, U) if t == EDGE else (U, 19 - U),
+                                        check_invariants=True).to_sparse_csr()
+             for t, e in edges.items()}
+    out = conv({"user": x[:U], "item": x[U:]}, adj_t)
+    torch.testing.assert_close(torch.cat([out["user"], out["item"]]), want, rtol=1e-5, atol=1e-6)
+
+
+def test_runs_under_to_hetero(graph):
+    """A homogeneous two-layer LightGCN-style GNN, turned heterogeneous by PyG's to_hetero over
+    graphrec's schema, equals two dense propagation layers."""
+    from torch_geometric.nn import to_hetero
+
+    from graphrec.schema import ITEM, REV_EDGE, USER
+
+    class TwoHops(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1, self.conv2 = LightGCNConv(), LightGCNConv()
+
+        def forward(self, x, edge_index, edge_weight):
+            return self.conv2(self.conv1(x, edge_index, edge_weight), edge_index, edge_weight)
+
+    U = graph["user"].num_nodes
+    edges, weights = _bipartite_inputs(graph)
+    model = to_hetero(TwoHops(), ([USER, ITEM], [EDGE, REV_EDGE]), aggr="sum")
+    x = torch.randn(19, 3)
+    out = model({USER: x[:U], ITEM: x[U:]}, edges, weights)
+    dense = dense_adjacency(graph)
+    want = (dense @ dense @ x.double()).float()
+    torch.testing.assert_close(torch.cat([out[USER], out[ITEM]]), want, rtol=1e-5, atol=1e-6)
+
+
+def test_blocked_adjacency_refuses_what_it_cannot_do(graph):
+    adj = normalized_adjacency(graph)
+    general = BlockedAdjacency(adj, [0, 7, 19], [0, 7, 19])  # not marked symmetric
+    x = torch.randn(19, 4, requires_grad=True)
+    with pytest.raises(GraphrecError, match="symmetric"):
+        LightGCNConv()(x, general)
+    with torch.no_grad():  # forward only is fine
+        torch.testing.assert_close(LightGCNConv()(x, general), adj @ x)
+    with pytest.raises(GraphrecError, match="supports products"):
+        general + 1
+    with pytest.raises(GraphrecError, match="BlockedAdjacency"):
+        BlockedAdjacency(adj.to_dense(), [0, 19], [0, 19])

@@ -15,7 +15,8 @@ from graphrec.data import readers
 from graphrec.data.readers import (ColumnNames, detect_format, read_atomic_features,
                                    read_lightgcn, read_movielens_100k)
 from graphrec.errors import GraphrecError
-from graphrec.schema import EDGE, ITEM, PART, PART_TEST, PART_TRAIN, SEQ_PTR, USER
+from graphrec.data.graph import user_sequences
+from graphrec.schema import EDGE, ITEM, PART, PART_TEST, PART_TRAIN, USER
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DATA = Path(os.environ["GRAPHREC_DATA"]) if os.environ.get("GRAPHREC_DATA") else SHARED
@@ -378,7 +379,7 @@ def test_real_movielens_100k():
     assert rating.dtype == torch.float32
     assert sorted(rating.unique().tolist()) == [1.0, 2.0, 3.0, 4.0, 5.0]
     assert ds.graph[EDGE]["time"].dtype == torch.int64
-    assert int(ds.graph[USER][SEQ_PTR].diff().min()) >= 20  # every user rated at least 20
+    assert int(user_sequences(ds.graph)[0].diff().min()) >= 20  # every user rated at least 20
     # The first line of u.data is 196 242 3 881250949.
     u, i = ds.users.to_index(196)[0], ds.items.to_index(242)[0]
     ei = ds.graph[EDGE].edge_index
@@ -616,3 +617,104 @@ def test_minus_zero_is_not_zero(tmp_path):
     path.write_text("user,item\n-0,a\n0,b\n")
     ds = build(read(path))
     assert list(ds.users.raw) == ["-0", "0"]
+
+
+# --------------------------------------------------------------------------------------------
+# --format pyg: a HeteroData that PyG made, with its own type names (built by hand, no download)
+
+
+def pyg_movielens(folder, with_rev: bool = True):
+    """A PyG-style graph: ('user', 'rates', 'movie') with rating and time, node features x."""
+    from torch_geometric.data import HeteroData
+
+    d = HeteroData()
+    d["user"].x = torch.arange(12, dtype=torch.float32).view(4, 3)
+    d["movie"].x = torch.arange(10, dtype=torch.float32).view(5, 2) + 100
+    rates = ("user", "rates", "movie")
+    d[rates].edge_index = torch.tensor([[0, 0, 1, 2, 3, 3], [1, 2, 0, 4, 3, 1]])
+    d[rates].rating = torch.tensor([4.0, 5.0, 3.0, 2.0, 1.0, 5.0])
+    d[rates].time = torch.tensor([10, 5, 3, 7, 1, 2])
+    if with_rev:
+        d["movie", "rev_rates", "user"].edge_index = d[rates].edge_index.flip(0)
+    return d
+
+
+def test_pyg_heterodata_reads_with_any_type_names(tmp_path):
+    d = pyg_movielens(tmp_path)
+    torch.save(d.to_dict(), tmp_path / "ml.pt")
+    for edge_type in (None, "user,rates,movie"):  # the one forward edge type is found alone
+        ds = build(read(tmp_path / "ml.pt", "pyg", edge_type=edge_type))
+        g = ds.graph
+        assert (ds.num_users, ds.num_items) == (4, 5)
+        pairs = sorted(zip(*d["user", "rates", "movie"].edge_index.tolist()))
+        assert sorted(zip(*g[EDGE].edge_index.tolist())) == pairs  # node indices are the ids
+        ptr, items = user_sequences(g)
+        assert items[ptr[0]:ptr[1]].tolist() == [2, 1]  # user 0: movie 2 (t=5) before 1 (t=10)
+        assert g[EDGE].rating.dtype == torch.float32 and g[EDGE].time.dtype == torch.int64
+        assert torch.equal(g[USER].features, d["user"].x) and torch.equal(g[ITEM].features, d["movie"].x)
+    # a PyG InMemoryDataset file: (data dict, slices, class), still weights-only
+    from torch_geometric.data import HeteroData
+    torch.save((d.to_dict(), {}, HeteroData), tmp_path / "processed.pt")
+    assert build(read(tmp_path / "processed.pt", "pyg")).num_interactions == 6
+
+
+def test_pyg_graph_trains_from_the_command_line(tmp_path, capsys):
+    from graphrec import train
+    from graphrec.cli import run
+
+    torch.save(pyg_movielens(tmp_path).to_dict(), tmp_path / "ml.pt")
+    assert run(train.main, ["--data", str(tmp_path / "ml.pt"), "--format", "pyg", "--edge-type",
+                            "user,rates,movie", "--model", "pop", "--no-progress",
+                            "--out", str(tmp_path / "run"), "--k", "2", "--test-ratio",
+                            "0.5"]) == 0
+    assert "pop on" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("case,message", [
+    ("pickled", "not a weights-only PyG graph"),
+    ("two-types", "2 edge types"),
+    ("wrong-type", "--edge-type: "),
+    ("bad-syntax", "--edge-type: expected SRC,REL,DST"),
+    ("not-pyg", "--edge-type: only for --format pyg"),
+    ("plain-dict", "not a PyG HeteroData"),
+])
+def test_pyg_bad_input_is_one_line(case, message, tmp_path, capsys):
+    from graphrec import convert
+    from graphrec.cli import run
+
+    d = pyg_movielens(tmp_path, with_rev=False)
+    path = tmp_path / "g.pt"
+    edge_type = None
+    fmt = "pyg"
+    if case == "pickled":
+        torch.save(d, path)  # the whole object: loading it would run pickled code
+    elif case == "two-types":
+        d["user", "likes", "movie"].edge_index = torch.tensor([[0], [0]])
+        torch.save(d.to_dict(), path)
+    elif case == "plain-dict":
+        torch.save({"weights": torch.zeros(3)}, path)
+    else:
+        torch.save(d.to_dict(), path)
+        edge_type = {"wrong-type": "user,watches,movie", "bad-syntax": "user-movie",
+                     "not-pyg": "user,rates,movie"}[case]
+        if case == "not-pyg":
+            path = tmp_path / "x.csv"
+            path.write_text("user,item\n1,2\n")
+            fmt = "csv"
+    argv = [str(path), "-o", str(tmp_path / "out.pt"), "--format", fmt]
+    if edge_type:
+        argv += ["--edge-type", edge_type]
+    capsys.readouterr()
+    assert run(convert.main, argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_graph_of_other_names_is_a_clear_error_in_propagation_and_splits():
+    from graphrec.nn.propagation import normalized_adjacency
+    from graphrec.split import SplitConfig, split
+
+    d = pyg_movielens(None)
+    for call in (lambda: normalized_adjacency(d), lambda: split(d, SplitConfig())):
+        with pytest.raises(GraphrecError, match=r"no \('user', 'interacts', 'item'\) edges.*--format pyg"):
+            call()

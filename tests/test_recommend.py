@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -12,6 +13,7 @@ from graphrec.checkpoint import load_checkpoint
 from graphrec.cli import run
 from graphrec.data.readers import read
 from graphrec.errors import GraphrecError
+from graphrec.models.base import Retriever
 
 TINY = "data/tiny.csv"
 
@@ -136,14 +138,17 @@ def seen_of(ckpt, user: int) -> set[int]:
 
 
 @pytest.mark.parametrize("model", ["bpr", "lightgcn", "mf"])
+@pytest.mark.parametrize("index", ["faiss", "flat", "hnsw", "ivf"])
 @pytest.mark.parametrize("k", [1, 5, 12])
-def test_faiss_agrees_with_exact(model, k, dot_runs, caplog):
+def test_index_agrees_with_exact(model, index, k, dot_runs, caplog):
+    """On this small catalogue every index finds the exact top k (HNSW's candidate list and
+    IVF's one list cover all 45 items); heavy users exercise the over-fetch."""
     ckpt = load_checkpoint(dot_runs[1][model] / "model.pt")
     users = torch.tensor([0, 1, 2, 3, 4, 9, 17, 29])  # the heavy users 0..3 first
     exact_items, exact_scores = recommend.recommend(ckpt, users, k, index="exact")
     with caplog.at_level("WARNING", logger="graphrec.recommend"):
-        items, scores = recommend.recommend(ckpt, users, k, index="faiss", batch=3)
-    assert not caplog.records  # served by faiss: mf's biases folded in, no fallback
+        items, scores = recommend.recommend(ckpt, users, k, index=index, batch=3)
+    assert not caplog.records  # served by the index: mf's biases folded in, no fallback
     assert items.shape == exact_items.shape
     for row, user in enumerate(users.tolist()):
         unseen = NUM_ITEMS - len(seen_of(ckpt, user))
@@ -155,14 +160,32 @@ def test_faiss_agrees_with_exact(model, k, dot_runs, caplog):
         assert (items[row] < 0).tolist() == (exact_items[row] < 0).tolist()
 
 
+def test_ivfpq_returns_k_unseen_items_with_exact_scores(dot_runs):
+    """Product quantization is lossy, but what comes back is k unseen items (heavy users
+    included) scored exactly, best first."""
+    ckpt = load_checkpoint(dot_runs[1]["mf"])
+    users = torch.tensor([0, 1, 5, 9])
+    items, scores = recommend.recommend(ckpt, users, 6, index="ivfpq")
+    full = ckpt.model.score(users)
+    for row, user in enumerate(users.tolist()):
+        got = [i for i in items[row].tolist() if i >= 0]
+        assert len(got) == min(6, NUM_ITEMS - len(seen_of(ckpt, user)))
+        assert not set(got) & seen_of(ckpt, user) and len(set(got)) == len(got)
+        torch.testing.assert_close(scores[row, :len(got)], full[row, got], rtol=1e-5, atol=1e-5)
+        assert scores[row, :len(got)].tolist() == sorted(scores[row, :len(got)].tolist(), reverse=True)
+
+
 @pytest.mark.parametrize("model", ["bpr", "lightgcn", "mf"])
-def test_dot_product_factors_reproduce_scores(model, dot_runs):
+def test_retriever_vectors_reproduce_scores(model, dot_runs):
     ckpt = load_checkpoint(dot_runs[1][model])
-    user_vecs, item_vecs = recommend.dot_product_factors(ckpt.model, model)
-    assert user_vecs.shape[0] == NUM_USERS and item_vecs.shape[0] == NUM_ITEMS
-    assert user_vecs.shape[1] == item_vecs.shape[1] == 8 + (2 if model == "mf" else 0)
-    expected = ckpt.model.score(torch.arange(NUM_USERS))
-    assert torch.allclose(user_vecs @ item_vecs.T, expected, rtol=1e-5, atol=1e-5)
+    users = torch.arange(NUM_USERS)
+    for source in (ckpt.model, ckpt.model.scorer()):
+        assert isinstance(source, Retriever)
+        user_vecs, item_vecs = source.user_vectors(users), source.item_vectors()
+        assert user_vecs.shape[0] == NUM_USERS and item_vecs.shape[0] == NUM_ITEMS
+        assert user_vecs.shape[1] == item_vecs.shape[1] == 8 + (2 if model == "mf" else 0)
+        expected = ckpt.model.score(users)
+        assert torch.allclose(user_vecs @ item_vecs.T, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("model", ["bpr", "lightgcn", "mf"])
@@ -211,31 +234,113 @@ def test_pop_with_faiss_falls_back_to_exact(tiny_runs, capsys, caplog):
     assert "pop" in notes["faiss"][0] and "exact scoring" in notes["faiss"][0]
 
 
-def test_model_with_embeddings_but_another_scorer_falls_back(dot_runs, caplog):
-    """A model with ``embeddings()`` that does not score by their inner product (as NCF will)
-    is caught by the probe and served exactly."""
-    import dataclasses
-
-    from graphrec.models.lightgcn import GraphModel
-
-    class NegatedDot(GraphModel):
-        def score(self, users):
-            return -super().score(users)
+def test_non_retrievers_fall_back_to_exact_scoring(dot_runs, caplog):
+    """NCF is a graph-family model with embeddings, but its NeuMF scores are no inner product:
+    it is not a Retriever, and an index request scores it exactly."""
+    from graphrec.models import build_model
 
     ckpt = load_checkpoint(dot_runs[1]["bpr"])
-    odd = NegatedDot(NUM_USERS, NUM_ITEMS, ckpt.model.cfg)
-    odd.load_state_dict(ckpt.model.state_dict())
-    odd_ckpt = dataclasses.replace(ckpt, model=odd)
+    torch.manual_seed(0)
+    ncf = build_model("ncf", NUM_USERS, NUM_ITEMS)
+    ncf.fit(ckpt.model and _graph_of(ckpt))
+    assert not isinstance(ncf, Retriever) and not isinstance(ncf.scorer(), Retriever)
+    odd = dataclasses.replace(ckpt, model=ncf, model_name="ncf")
     users = torch.arange(6)
     with caplog.at_level("WARNING", logger="graphrec.recommend"):
-        items, scores = recommend.recommend(odd_ckpt, users, 4, index="faiss")
+        items, scores = recommend.recommend(odd, users, 4, index="hnsw")
     assert "exact scoring" in caplog.text
-    exact_items, exact_scores = recommend.recommend(odd_ckpt, users, 4, index="exact")
+    exact_items, exact_scores = recommend.recommend(odd, users, 4, index="exact")
     assert torch.equal(items, exact_items) and torch.equal(scores, exact_scores)
-    assert recommend.dot_product_factors(ckpt.model, "ncf") is None  # excluded by name
+
+
+def _graph_of(ckpt):
+    """The checkpoint's known interactions as a schema graph."""
+    from graphrec.data.graph import make_graph
+
+    ptr, items = ckpt.seen
+    users = torch.repeat_interleave(torch.arange(ptr.numel() - 1), ptr.diff())
+    return make_graph(ptr.numel() - 1, NUM_ITEMS, users, items)
+
+
+def test_saved_index_is_reused_checked_and_rebuilt(dot_runs, tmp_path):
+    """recommend saves the index beside the checkpoint (faiss's format plus JSON, no pickle),
+    reuses it while the vectors are the same, rebuilds it for new vectors, and refuses one
+    of another shape."""
+    import faiss
+
+    from graphrec.serve.index import IndexConfig, ItemIndex, index_path
+
+    ckpt = load_checkpoint(dot_runs[1]["lightgcn"])
+    users = torch.arange(10)
+    first = recommend.recommend(ckpt, users, 5, index="hnsw", index_dir=tmp_path)
+    path = index_path(tmp_path, "hnsw")
+    assert path.with_suffix(".faiss").exists() and path.with_suffix(".json").exists()
+    assert faiss.read_index(str(path.with_suffix(".faiss"))).ntotal == NUM_ITEMS
+    stamp = path.with_suffix(".faiss").stat().st_mtime_ns
+    again = recommend.recommend(ckpt, users, 5, index="hnsw", index_dir=tmp_path)
+    assert torch.equal(first[0], again[0]) and path.with_suffix(".faiss").stat().st_mtime_ns == stamp
+    vectors = ckpt.model.scorer().item_vectors()
+    loaded = ItemIndex.load(path, vectors, IndexConfig("hnsw", ef_search=64))
+    assert loaded is not None and loaded.cfg.ef_search == 64  # search settings may differ
+    assert ItemIndex.load(path, vectors, IndexConfig("hnsw", hnsw_m=8)) is None  # build ones not
+    assert ItemIndex.load(path, vectors + 1.0, IndexConfig("hnsw")) is None  # other vectors
+    with pytest.raises(GraphrecError, match="belongs to another run"):
+        ItemIndex.load(path, vectors[:-1], IndexConfig("hnsw"))
+
+
+@pytest.mark.parametrize("options,message", [
+    (["nlist=100"], "nlist: 100 lists for 45 items"),
+    (["pq_bytes=3"], "pq_bytes: 3 does not divide the vectors' dimension 8"),
+    (["nprobe=0"], "nprobe: must be at least 1"),
+    (["magic=1"], "--index-set: expected KEY=VALUE"),
+    (["ef_search=abc"], "ef_search must be an integer"),
+])
+def test_bad_index_settings_are_one_line(options, message, dot_runs, capsys):
+    kind = "ivfpq" if "pq_bytes" in options[0] else "ivf"
+    argv = ["--run", str(dot_runs[1]["bpr"]), "--user", "u05", "--index", kind]
+    for option in options:
+        argv += ["--index-set", option]
+    capsys.readouterr()
+    assert run(recommend.main, argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 def test_unknown_index_is_an_error(dot_runs):
     ckpt = load_checkpoint(dot_runs[1]["bpr"])
-    with pytest.raises(GraphrecError, match="--index: unknown index 'hnsw'"):
-        recommend.recommend(ckpt, torch.tensor([0]), 3, index="hnsw")
+    with pytest.raises(GraphrecError, match="--index: unknown index 'annoy'"):
+        recommend.recommend(ckpt, torch.tensor([0]), 3, index="annoy")
+
+
+def test_train_evaluates_through_an_index_and_recommend_reuses_it(tmp_path, capsys, caplog):
+    """``train --index hnsw`` writes the metrics through the index beside the exact ones (on
+    this tiny catalogue they agree) and saves the index, which ``recommend`` then serves from;
+    a model that is not a retriever gets exact metrics only, with a note."""
+    from pathlib import Path
+
+    from graphrec.serve.index import index_path
+
+    data = Path(__file__).resolve().parents[1] / TINY
+    out = tmp_path / "bpr"
+    capsys.readouterr()
+    assert run(train.main, ["--model", "bpr", "--data", str(data), "--out", str(out), "--epochs",
+                            "2", "--no-progress", "--test-ratio", "0.25", "--index", "hnsw",
+                            "--index-set", "ef_search=16"]) == 0
+    printed = capsys.readouterr().out
+    assert "through the hnsw index (against exact)" in printed
+    exact = json.loads((out / "metrics.json").read_text())
+    through = json.loads((out / "index_metrics.json").read_text())
+    assert through["index"] == "hnsw" and through["recall@10"] == exact["recall@10"]
+    config = json.loads((out / "config.json").read_text())
+    assert config["index"]["kind"] == "hnsw" and config["index"]["ef_search"] == 16
+    assert index_path(out, "hnsw").with_suffix(".faiss").exists()
+    stamp = index_path(out, "hnsw").with_suffix(".faiss").stat().st_mtime_ns
+    assert run(recommend.main, ["--run", str(out), "--user", "alice", "-k", "2", "--index", "hnsw",
+                                "--index-set", "ef_search=16"]) == 0
+    assert index_path(out, "hnsw").with_suffix(".faiss").stat().st_mtime_ns == stamp  # reused
+    gf = tmp_path / "gf"
+    with caplog.at_level("WARNING"):
+        assert run(train.main, ["--model", "graph-filter", "--data", str(data), "--out", str(gf),
+                                "--no-progress", "--test-ratio", "0.25", "--index", "hnsw"]) == 0
+    assert "does not score by inner products" in caplog.text
+    assert not (gf / "index_metrics.json").exists() and (gf / "metrics.json").exists()

@@ -8,11 +8,11 @@ import torch
 from conftest import random_graph
 from graphrec.errors import GraphrecError
 from graphrec.sampling import NegativeSampler
-from graphrec.schema import SEQ_ITEM, SEQ_PTR
+from graphrec.data.graph import user_sequences
 
 
 def sampler_for(graph):
-    return NegativeSampler(graph["user"][SEQ_PTR], graph["user"][SEQ_ITEM], graph["item"].num_nodes)
+    return NegativeSampler(*user_sequences(graph), graph["item"].num_nodes)
 
 
 def test_never_a_training_positive():
@@ -21,7 +21,7 @@ def test_never_a_training_positive():
     users = torch.arange(20).repeat_interleave(50)
     neg = s.sample(users, num_negatives=4, generator=torch.Generator().manual_seed(0))
     assert neg.shape == (1000, 4)
-    ptr, items = g["user"][SEQ_PTR], g["user"][SEQ_ITEM]
+    ptr, items = user_sequences(g)
     for u in range(20):
         seen = set(items[ptr[u]:ptr[u + 1]].tolist())
         assert not seen & set(neg[users == u].flatten().tolist())
@@ -32,7 +32,7 @@ def test_is_positive_matches_membership():
     s = sampler_for(g)
     users = torch.arange(9).repeat_interleave(11)
     items = torch.arange(11).repeat(9)
-    ptr, seq = g["user"][SEQ_PTR], g["user"][SEQ_ITEM]
+    ptr, seq = user_sequences(g)
     want = torch.tensor([int(i) in set(seq[ptr[u]:ptr[u + 1]].tolist())
                          for u, i in zip(users.tolist(), items.tolist())])
     assert torch.equal(s.is_positive(users, items), want)

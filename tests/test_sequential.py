@@ -8,16 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from graphrec.batches import SequenceBatches, make_batches
+from graphrec.batches import History, SequenceBatch, SequenceBatches, make_batches
 from graphrec.config import resolve
-from graphrec.data.graph import build, make_graph
+from graphrec.data.graph import build, make_graph, user_sequences
 from graphrec.data.synthetic import SyntheticConfig, make_synthetic
 from graphrec.errors import GraphrecError
 from graphrec.evaluation.evaluator import EvalConfig, evaluate
 from graphrec.models import build_model, model_config
 from graphrec.models.sasrec import SASRec
 from graphrec.nn.transformer import tail_windows
-from graphrec.schema import SEQ_ITEM, SEQ_PTR, USER
 from graphrec.split import SplitConfig, split
 from graphrec.trainer import TrainConfig, train_model
 
@@ -82,12 +81,15 @@ def test_padding_changes_nothing(name):
         mask[0, 6] = True
         torch.testing.assert_close(model.loss(padded, mask), model.loss(short, mask[:, 5:]))
     # scores from a history are those of the bare history, whatever the window length
-    model.set_history(torch.tensor([0, 3, 3, 3, 3, 3, 3, 3]), torch.tensor([3, 4, 5]))
+    history = History(torch.tensor([0, 3]), torch.tensor([3, 4, 5]))
     if name == "sasrec":
         h = model.encoder(short)[:, -1]
     else:
         h = model.encoder(torch.tensor([[3, 4, 5, model.mask_token]]))[:, -1]
-    torch.testing.assert_close(model.score(torch.tensor([0])), h @ model.item_weights().T)
+    torch.testing.assert_close(model.score(torch.tensor([0]), history), h @ model.item_weights().T)
+    # a retriever: the hidden state and the tied item embeddings reproduce the scores
+    torch.testing.assert_close(model.user_vectors(torch.tensor([0]), history) @
+                               model.item_vectors().T, model.score(torch.tensor([0]), history))
 
 
 def test_cloze_masks_hit_real_positions_and_loss_counts_only_them():
@@ -100,13 +102,13 @@ def test_cloze_masks_hit_real_positions_and_loss_counts_only_them():
     total, masked = 0, 0
     for _ in range(200):
         b = batches.batch(torch.arange(3), gen)
-        real = b["seqs"] != 15
-        assert not (b["mask"] & ~real).any() and b["mask"].any(1).all()
-        total, masked = total + int(real.sum()), masked + int(b["mask"].sum())
+        real = b.seqs != 15
+        assert not (b.mask & ~real).any() and b.mask.any(1).all()
+        total, masked = total + int(real.sum()), masked + int(b.mask.sum())
     assert 0.27 < masked / total < 0.37
 
     model = build_model("bert4rec", 4, 15, model_config("bert4rec", {"max_len": 8})).eval()
-    seqs, mask = b["seqs"], b["mask"]
+    seqs, mask = b.seqs, b.mask
     h = model.encoder(seqs.masked_fill(mask, model.mask_token))
     per_position = F.cross_entropy((h @ model.item_weights().T).flatten(0, 1),
                                    seqs.clamp(max=14).flatten(), reduction="none").view(seqs.shape)
@@ -120,31 +122,31 @@ def test_sasrec_losses_and_negatives(synthetic):
     for loss, width in (("bce", 8), ("sampled-ce", 5), ("ce", None)):
         model = build_model("sasrec", ds.num_users, ds.num_items,
                             model_config("sasrec", {"max_len": 8, "loss": loss, "num_negatives": 5}))
-        batches = make_batches(model, parts.train, TrainConfig())
+        batches = make_batches(model.batch_spec(), parts.train)
         b = batches.batch(torch.arange(16), torch.Generator().manual_seed(0))
-        assert b["seqs"].shape == (16, 9)
+        assert isinstance(b, SequenceBatch) and b.seqs.shape == (16, 9)
         if width is None:
-            assert "negatives" not in b
+            assert b.negatives is None
         else:  # never one of the user's training items
-            assert b["negatives"].shape == (16, width)
+            assert b.negatives.shape == (16, width)
             users = batches.users[:16]
+            ptr, seq = user_sequences(parts.train)
             for row, u in enumerate(users.tolist()):
-                mine = parts.train[USER][SEQ_ITEM][parts.train[USER][SEQ_PTR][u]:
-                                                    parts.train[USER][SEQ_PTR][u + 1]]
-                assert not torch.isin(b["negatives"][row], mine).any()
-        value = model.loss(**b)
+                mine = seq[ptr[u]:ptr[u + 1]]
+                assert not torch.isin(b.negatives[row], mine).any()
+        value = model(b)
         assert torch.isfinite(value) and value > 0
 
 
 def test_windows_hold_training_items_only(synthetic):
     ds, parts = synthetic
     model = build_model("sasrec", ds.num_users, ds.num_items, model_config("sasrec", {"max_len": 12}))
-    batches = make_batches(model, parts.train, TrainConfig())
+    batches = make_batches(model.batch_spec(), parts.train)
     b = batches.batch(torch.arange(batches.num_examples), torch.Generator())
-    seqs = b["seqs"]
-    ptr, items = parts.train[USER][SEQ_PTR], parts.train[USER][SEQ_ITEM]
+    seqs = b.seqs
+    ptr, items = user_sequences(parts.train)
     assert torch.equal(seqs, tail_windows(ptr, items, batches.users, 13, model.pad))
-    full_ptr, full_items = ds.graph[USER][SEQ_PTR], ds.graph[USER][SEQ_ITEM]
+    full_ptr, full_items = user_sequences(ds.graph)
     for row, u in enumerate(batches.users.tolist()):
         held = set(parts.test.item[parts.test.user == u].tolist())
         held |= set(parts.valid.item[parts.valid.user == u].tolist())
@@ -162,12 +164,13 @@ def test_evaluator_hands_over_the_right_history(synthetic, monkeypatch):
     seen = []
     score = SASRec.score
 
-    def spy(self, users):
-        seen.append(tail_windows(self.history_ptr, self.history_items, users, 4, -1))
-        return score(self, users)
+    def spy(self, users, history=None):
+        seen.append(history.windows(4, -1))
+        return score(self, users, history)
 
     monkeypatch.setattr(SASRec, "score", spy)
-    full_ptr, full_items = ds.graph[USER][SEQ_PTR], ds.graph[USER][SEQ_ITEM]
+    before = model.history_items.clone()
+    full_ptr, full_items = user_sequences(ds.graph)
     for part, drop in (("valid", 2), ("test", 1)):
         seen.clear()
         evaluate(model, parts, part, EvalConfig(ks=(10,), progress=False))
@@ -175,8 +178,9 @@ def test_evaluator_hands_over_the_right_history(synthetic, monkeypatch):
         want = torch.stack([torch.tensor(full_items[full_ptr[u]:full_ptr[u + 1]].tolist()[:-drop][-4:])
                             for u in users.tolist()])
         torch.testing.assert_close(torch.cat(seen), want)  # every user has >= 10 items
-    # and the model's own (training) history is back afterwards
-    assert torch.equal(model.history_items, parts.train[USER][SEQ_ITEM])
+    # nothing was swapped into the model: its (training) history is untouched
+    assert torch.equal(model.history_items, before)
+    assert torch.equal(model.history_items, user_sequences(parts.train)[1])
 
 
 def test_keep_seen_option_ranks_earlier_items(synthetic):
@@ -240,20 +244,19 @@ def test_recommend_gives_next_items_after_the_full_history(synthetic, tmp_path):
     ckpt = load_checkpoint(tmp_path)
     users = torch.arange(30)
     items, _ = recommend(ckpt, users, k=5)
-    full = (ds.graph[USER][SEQ_PTR], ds.graph[USER][SEQ_ITEM])
+    full = user_sequences(ds.graph)
     ref = SASRec(ds.num_users, ds.num_items, model.cfg).eval()
     ref.load_state_dict(model.state_dict())
 
     def top(history):
-        ref.set_history(*history)
-        scores = ref.score(users)
+        scores = ref.score(users, History.of(*history, users))
         pos = torch.repeat_interleave(users, full[0].diff()[users])
         scores[pos, torch.cat([full[1][full[0][u]:full[0][u + 1]] for u in users])] = -float("inf")
         return scores.topk(5, dim=1).indices
 
     assert torch.equal(items, top(full))  # served from every known interaction
-    assert not torch.equal(items, top((parts.train[USER][SEQ_PTR], parts.train[USER][SEQ_ITEM])))
-    assert torch.equal(ckpt.model.history_items, parts.train[USER][SEQ_ITEM])  # put back
+    assert not torch.equal(items, top(user_sequences(parts.train)))
+    assert torch.equal(ckpt.model.history_items, user_sequences(parts.train)[1])  # untouched
 
 
 def test_leave_one_out_without_timestamps_and_small_users(caplog):
@@ -267,7 +270,7 @@ def test_leave_one_out_without_timestamps_and_small_users(caplog):
     assert parts.test.user.tolist() == [1, 2, 3] and parts.test.item.tolist() == [1, 2, 4]
     assert parts.valid.user.tolist() == [2, 3] and parts.valid.item.tolist() == [3, 0]
     model = build_model("sasrec", 4, 6, model_config("sasrec", {"max_len": 4}))
-    batches = make_batches(model, parts.train, TrainConfig())
+    batches = make_batches(model.batch_spec(), parts.train)
     assert batches.users.tolist() == [3]  # the only user left with two training items
     model.fit(parts.train)
     scores = model.score(torch.arange(4))  # users 0-2 are still scored from their one item

@@ -8,7 +8,8 @@ import torch
 from conftest import random_graph
 from graphrec.data.graph import make_graph
 from graphrec.errors import GraphrecError
-from graphrec.schema import EDGE, PART, PART_TEST, PART_TRAIN, PART_VALID, SEQ_ITEM, SEQ_PTR, TIME, USER
+from graphrec.data.graph import user_sequences
+from graphrec.schema import EDGE, PART, PART_TEST, PART_TRAIN, PART_VALID, TIME, USER
 from graphrec.split import DROPPED, SplitConfig, assign_parts, split
 
 METHODS = [
@@ -36,7 +37,7 @@ def test_parts_disjoint_cover_and_train_graph_has_only_train_edges(cfg, toy_grap
     assert train | test | valid | dropped == all_pairs
     assert len(train) + len(test) + len(valid) + len(dropped) == ei.size(1)
     # The training graph's sequences and reverse edges hold training edges only.
-    ptr, seq = s.train[USER][SEQ_PTR], s.train[USER][SEQ_ITEM]
+    ptr, seq = user_sequences(s.train)
     seq_pairs = {(u, int(i)) for u in range(len(ptr) - 1) for i in seq[ptr[u]:ptr[u + 1]]}
     assert seq_pairs == train
     rev = s.train["item", "rev_interacts", "user"].edge_index

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from graphrec.data.graph import build
+from graphrec.data.graph import build, user_sequences
 from graphrec.data.synthetic import SyntheticConfig, make_synthetic
 from graphrec.evaluation.evaluator import EvalConfig, evaluate
 from graphrec.models import build_model
@@ -43,7 +43,7 @@ class NextItem:
     """Scores items by how often they followed the user's last training item."""
 
     def __init__(self, train, num_items):
-        ptr, seq = train["user"].seq_ptr, train["user"].seq_item
+        ptr, seq = user_sequences(train)
         same_user = torch.repeat_interleave(torch.arange(len(ptr) - 1), ptr.diff())
         follow = same_user[1:] == same_user[:-1]
         self.T = torch.zeros(num_items, num_items)

@@ -22,7 +22,7 @@ from torch_geometric.data import HeteroData
 from graphrec.data.readers import RawData
 from graphrec.errors import GraphrecError
 from graphrec.schema import (EDGE, ITEM, PART, PART_TEST, RATING, RESERVED_NODE_ATTRS, REV_EDGE,
-                             SEQ_ITEM, SEQ_PTR, TIME, USER)
+                             TIME, USER)
 from graphrec.utils import atomic_torch_save, load_artifact
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,9 @@ def make_graph(
     user_attrs: dict[str, Any] | None = None,
     item_attrs: dict[str, Any] | None = None,
 ) -> HeteroData:
-    """Assemble a schema graph from edges: sorts them by (user, time, given order), adds the
-    reverse edge type and the per-user sequence CSR.
+    """Assemble a schema graph from edges: sorts them by (user, time, given order) and adds the
+    reverse edge type. Each user's time-ordered items are then one contiguous run of the edges
+    (:func:`user_sequences` reads them without sorting).
 
     Args:
         num_users, num_items: node counts.
@@ -143,10 +144,54 @@ def make_graph(
     data[REV_EDGE].edge_index = torch.stack([item, user])
     for name, value in edge_attrs.items():
         data[REV_EDGE][name] = value
-    counts = torch.bincount(user, minlength=num_users)
-    data[USER][SEQ_PTR] = torch.cat([torch.zeros(1, dtype=torch.long), counts.cumsum(0)])
-    data[USER][SEQ_ITEM] = item.clone()
     return data
+
+
+def check_schema(graph: HeteroData, what: str = "graph") -> None:
+    """A one-line error unless ``graph`` follows graphrec's schema: ``user`` and ``item`` nodes
+    and ``('user', 'interacts', 'item')`` edges. Graphs with other names (a PyG data set's
+    ``('user', 'rates', 'movie')``) come in through ``--format pyg``
+    (:func:`graphrec.data.readers.read_pyg`)."""
+    if not isinstance(graph, HeteroData):
+        raise GraphrecError(f"{what}: expected a torch_geometric HeteroData, got {type(graph).__name__}")
+    if EDGE not in graph.edge_types:
+        found = ", ".join(str(t) for t in graph.edge_types) or "none"
+        raise GraphrecError(f"{what}: no {EDGE} edges (edge types: {found}); read other names "
+                            "with --format pyg --edge-type SRC,REL,DST")
+    for node in (USER, ITEM):
+        if graph[node].num_nodes is None:
+            raise GraphrecError(f"{what}: node type {node!r} has no num_nodes")
+
+
+def user_sequences(graph: HeteroData) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each user's items in time order, as CSR: ``(ptr [num_users + 1], items [E])``, read from
+    the interaction edges (ordered by time where the edges have ``time``, ties and untimed
+    edges in edge order).
+
+    Computed from the edges on each call, never stored on the graph, so it is right after any
+    PyG transform (``subgraph``, ``RandomLinkSplit``, batching). Graphs built by graphrec keep
+    their edges sorted by (user, time): then this is one ``bincount`` and ``items`` is a view of
+    the edges, no copy; otherwise one stable sort."""
+    check_schema(graph)
+    store = graph[EDGE]
+    user, item = store.edge_index[0], store.edge_index[1]
+    num_users = int(graph[USER].num_nodes)
+    time = store[TIME] if TIME in store else None
+    if user.numel() > 1:
+        later = user[1:] > user[:-1]
+        ordered = bool((later | (user[1:] == user[:-1])).all())
+        if ordered and time is not None:
+            ordered = bool((later | (time[1:] >= time[:-1])).all())
+        if not ordered:
+            order = torch.arange(user.numel(), device=user.device)
+            if time is not None:
+                order = torch.argsort(time, stable=True)
+            order = order[torch.argsort(user[order], stable=True)]
+            user, item = user[order], item[order]
+    counts = torch.bincount(user, minlength=num_users)
+    ptr = torch.zeros(num_users + 1, dtype=torch.long, device=user.device)
+    ptr[1:] = counts.cumsum(0)
+    return ptr, item
 
 
 def edge_attrs_of(graph: HeteroData) -> dict[str, torch.Tensor]:
@@ -156,9 +201,9 @@ def edge_attrs_of(graph: HeteroData) -> dict[str, torch.Tensor]:
 
 
 def node_attrs_of(graph: HeteroData, node_type: str) -> dict[str, Any]:
-    """Side features of a node type (everything on its store but counts and sequences)."""
+    """Side features of a node type (everything on its store but the node count)."""
     store = graph[node_type]
-    return {k: v for k, v in store.items() if k not in ("num_nodes", SEQ_PTR, SEQ_ITEM)}
+    return {k: v for k, v in store.items() if k != "num_nodes"}
 
 
 def edge_subgraph(graph: HeteroData, mask: torch.Tensor) -> HeteroData:
@@ -212,6 +257,15 @@ def _encode_features(
         if name in RESERVED_NODE_ATTRS:
             raise GraphrecError(f"{node} feature {name!r}: the name is reserved by the graph schema")
         col = frame[name]
+        if typ == "float_vec":  # one float vector per node (PyG's x), kept as a matrix
+            values = col.to_numpy()
+            width = len(values[0]) if len(values) else 0
+            mat = np.zeros((len(ids), width), dtype=np.float32)
+            if present.any():
+                mat[present] = np.stack(values[rows[present]]).astype(np.float32)
+            attrs[name] = torch.from_numpy(mat)
+            info[name] = {"type": typ}
+            continue
         if typ == "float":
             vals = np.zeros(len(ids), dtype=np.float32)
             v = col.to_numpy(dtype=np.float32, na_value=np.nan)[rows[present]]
@@ -351,7 +405,7 @@ def build(
 
 def summary(ds: Dataset) -> dict[str, Any]:
     """Counts a user wants to see after conversion: sizes, density, sequence lengths."""
-    lengths = ds.graph[USER][SEQ_PTR].diff().float()
+    lengths = user_sequences(ds.graph)[0].diff().float()
     out: dict[str, Any] = {
         "users": ds.num_users,
         "items": ds.num_items,
@@ -413,9 +467,20 @@ def save(ds: Dataset, path: str | Path) -> None:
 
 
 def load(path: str | Path) -> Dataset:
-    """Read a file written by :func:`save`, without executing pickled code."""
+    """Read a file written by :func:`save` (``graphrec convert``), without executing pickled
+    code.
+
+    For PyG users: ``load(path).graph`` is a plain :class:`~torch_geometric.data.HeteroData`
+    (node types ``user`` and ``item``, edge types ``('user', 'interacts', 'item')`` and its
+    reverse, ratings and times as edge attributes, side features on the node stores), ready for
+    PyG's loaders, transforms and layers; ``load(path).users`` / ``.items`` map its node indices
+    to raw ids. It carries no derived state, so PyG transforms keep it consistent. The other
+    way, a PyG graph with its own names comes in with ``--format pyg``
+    (:mod:`graphrec.data.pyg`)."""
     path = Path(path)
-    payload = load_artifact(path, FILE_FORMAT, "graphrec graph file", "no such file")
+    payload = load_artifact(path, FILE_FORMAT,
+                            "graphrec graph file (a saved PyG graph reads with --format pyg)",
+                            "no such file")
     if payload.get("version") != FILE_VERSION:
         raise GraphrecError(f"{path}: graph file version {payload.get('version')} is not supported "
                             f"(this graphrec reads version {FILE_VERSION}); convert it again")
@@ -428,5 +493,5 @@ def load(path: str | Path) -> Dataset:
                    json.loads(payload["meta"]))
 
 
-__all__ = ["IdMap", "Dataset", "make_graph", "edge_subgraph", "build", "summary", "save", "load",
-           "DEDUP_POLICIES"]
+__all__ = ["IdMap", "Dataset", "make_graph", "check_schema", "user_sequences", "edge_subgraph",
+           "build", "summary", "save", "load", "DEDUP_POLICIES"]

@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 from graphrec.errors import GraphrecError
 from graphrec.schema import PART_TEST, PART_TRAIN
 
-FORMATS = ("ml-100k", "ml-dat", "csv", "tsv", "parquet", "atomic", "lightgcn")
+FORMATS = ("ml-100k", "ml-dat", "csv", "tsv", "parquet", "atomic", "lightgcn", "pyg")
 FEATURE_TYPES = ("token", "token_seq", "float", "float_seq")
 
 # Column names tried, in order, when a CSV/TSV/Parquet file does not name them by flags.
@@ -498,13 +498,16 @@ def read(
     inputs: list[str | Path] | str | Path,
     format: str | None = None,
     columns: ColumnNames | None = None,
+    edge_type: str | tuple | None = None,
 ) -> RawData:
     """Read interactions from one file, a LightGCN train/test pair or a folder.
 
     Args:
         inputs: a path or a list of paths. Two paths are a LightGCN train/test pair.
-        format: one of :data:`FORMATS`, or ``None`` to detect it.
+        format: one of :data:`FORMATS`, or ``None`` to detect it (a saved PyG graph is a
+            ``.pt`` file like graphrec's own: name it with ``pyg``).
         columns: column names for ``csv``/``tsv``/``parquet``/``atomic`` inputs.
+        edge_type: ``pyg`` only: the interaction edge type, ``"SRC,REL,DST"``.
     """
     paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
     if not paths:
@@ -531,6 +534,12 @@ def read(
         if fmt != "atomic" or len(inters) != 1:
             raise GraphrecError(f"{path}: is a folder; name the {fmt} file itself")
         path = inters[0]
+    if edge_type is not None and fmt != "pyg":
+        raise GraphrecError("--edge-type: only for --format pyg")
+    if fmt == "pyg":
+        from graphrec.data.pyg import read_pyg
+
+        return read_pyg(path, edge_type)
     if fmt == "ml-100k":
         return read_movielens_100k(path)
     if fmt == "ml-dat":

@@ -20,6 +20,7 @@ class DataConfig:
             (``.pt``), or ``None`` for the built-in synthetic data set.
         format: reader format, ``None`` to detect it from the name.
         user_col, item_col, rating_col, time_col, header: column names for CSV/TSV/Parquet.
+        edge_type: ``format = "pyg"``: the interaction edges, ``"SRC,REL,DST"``.
         min_rating: keep interactions rated at least this (implicit threshold).
         kcore: iterated k-core filter on users and items (0 = off).
         dedup: duplicate (user, item) policy, ``"last"`` or ``"first"``.
@@ -33,6 +34,7 @@ class DataConfig:
     rating_col: str | None = None
     time_col: str | None = None
     header: bool = True
+    edge_type: str | None = None
     min_rating: float | None = None
     kcore: int = 0
     dedup: str = "last"
@@ -53,7 +55,7 @@ def load_data(cfg: DataConfig) -> Dataset:
         return build(make_synthetic(SyntheticConfig(seed=cfg.synthetic_seed)), cfg.dedup,
                      cfg.min_rating, cfg.kcore)
     path = Path(cfg.path)
-    if is_graph_file(path):
+    if is_graph_file(path) and cfg.format != "pyg":
         ds = load(path)
         for option, value, saved in (("--min-rating", cfg.min_rating, ds.meta.get("min_rating")),
                                      ("--kcore", cfg.kcore or None, ds.meta.get("kcore"))):
@@ -61,7 +63,7 @@ def load_data(cfg: DataConfig) -> Dataset:
                 raise GraphrecError(f"{option}: {path} is already converted (with {option[2:]}="
                                     f"{saved}); filter when converting it instead")
         return ds
-    raw = read(path, cfg.format, cfg.columns())
+    raw = read(path, cfg.format, cfg.columns(), cfg.edge_type)
     return build(raw, cfg.dedup, cfg.min_rating, cfg.kcore)
 
 

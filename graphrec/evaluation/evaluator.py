@@ -2,28 +2,38 @@
 training items (and validation items, when testing) are excluded, and the top K is compared
 with the held-out items. Batched over users so memory stays bounded, on CPU or GPU.
 
-The one evaluator serves every model through the model contract: ``model.score(users)`` returns
-``[B, num_items]`` scores, and rating models also answer ``model.predict(users, items)``.
+The one evaluator serves every model through the model contract: it asks the model once per
+evaluation for its :meth:`~graphrec.models.base.Recommender.scorer` (the graph family propagates
+there, once), then calls ``scorer.score(users, history)`` batch by batch, ``[B, num_items]``;
+rating models also answer ``predict(users, items)``. Models with ``uses_history`` get the
+history of the moment. With an :class:`~graphrec.serve.index.ItemIndex`, a retriever's top K
+comes from the index instead, so the metrics show what an approximate index costs. The
+held-out and excluded items are moved to the scoring device once per evaluation.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
+from graphrec.batches import History
 from graphrec.errors import GraphrecError
 from graphrec.evaluation.metrics import METRIC_FUNCTIONS, RANKING_METRICS, RATING_METRICS
 from graphrec.split import Interactions
 
+if TYPE_CHECKING:
+    from graphrec.serve.index import ItemIndex
+
 
 class Scorer(Protocol):
-    """What the evaluator needs of a model."""
+    """What the evaluator needs of a model (or of what its ``scorer()`` returns)."""
 
-    def score(self, users: torch.Tensor) -> torch.Tensor: ...  # [B] -> [B, num_items]
+    def score(self, users: torch.Tensor, history: History | None = None) -> torch.Tensor:
+        ...  # [B] -> [B, num_items]
 
 
 @dataclass
@@ -121,16 +131,23 @@ def evaluate_ranking(
     heldout: Interactions,
     exclude: tuple[torch.Tensor, torch.Tensor],
     cfg: EvalConfig | None = None,
+    history: tuple[torch.Tensor, torch.Tensor] | None = None,
+    index: "ItemIndex | None" = None,
 ) -> dict[str, float]:
     """Full-ranking top-K metrics averaged over users with at least one held-out item.
 
     Args:
-        model: anything with ``score(users) -> [B, num_items]``.
+        model: a model (its ``scorer()`` is asked for once), or anything with
+            ``score(users, history) -> [B, num_items]``.
         num_items: number of items.
         heldout: the relevant (user, item) pairs.
         exclude: CSR ``(ptr [num_users + 1], items)`` of items never to rank for each user
             (training items, plus validation items when testing).
         cfg: cut-offs, metrics and batching.
+        history: CSR over all users of the histories to score from (models with
+            ``uses_history``), or ``None``.
+        index: rank through this index over the model's item vectors (a retriever's) instead
+            of scoring every item.
 
     Returns:
         ``{"recall@20": ..., "ndcg@20": ..., ..., "users": n}``.
@@ -146,20 +163,30 @@ def evaluate_ranking(
     sums = {f"{m}@{k}": 0.0 for m in cfg.metrics for k in cfg.ks}
     bar = tqdm(total=users.numel(), desc="evaluating", unit="user", disable=not cfg.progress,
                leave=False)
-    model_device = device_of(model)
+    dev = device_of(model)
+    scorer = model.scorer() if hasattr(model, "scorer") else model  # once per evaluation
+    # once per evaluation, on the scoring device
+    rel_ptr, rel_items = rel_ptr.to(dev), rel_items.to(dev)
+    ex_ptr, ex_items = exclude[0].to(dev), exclude[1].to(dev)
+    hist = (history[0].to(dev), history[1].to(dev)) if history is not None else None
     for start in range(0, users.numel(), batch):
-        u = users[start:start + batch]
-        scores = model.score(u.to(model_device))  # [B, I]
-        dev = scores.device
-        ud = u.to(dev)
-        # The batch's scores are ours to overwrite unless they are the model's own memory.
-        inplace = scores.dtype == torch.float32 and not shares_memory_with(scores, model)
-        values, top = topk_excluding(scores.float(), ud, exclude, kmax, inplace)  # [B, K]
-        pos, cols = csr_rows(rel_ptr.to(dev), rel_items.to(dev), ud)
+        u = users[start:start + batch].to(dev)
+        h = History.of(*hist, u) if hist is not None else None
+        if index is not None:
+            values, top = index.search(scorer.user_vectors(u, h), kmax,
+                                       History.of(ex_ptr, ex_items, u))  # [B, K]
+        else:
+            scores = scorer.score(u) if h is None else scorer.score(u, h)  # [B, I]
+            # The batch's scores are ours to overwrite unless they are the model's own memory.
+            inplace = scores.dtype == torch.float32 and not shares_memory_with(scores, model)
+            values, top = topk_excluding(scores.float(), u.to(scores.device), (ex_ptr, ex_items),
+                                         kmax, inplace)  # [B, K]
+        values, top = values.to(dev), top.to(dev)
+        pos, cols = csr_rows(rel_ptr, rel_items, u)
         relevant = torch.zeros(u.numel(), num_items, dtype=torch.bool, device=dev)
         relevant[pos, cols] = True
-        hits = relevant.gather(1, top) & torch.isfinite(values)  # [B, K]
-        n_rel = (rel_ptr[u + 1] - rel_ptr[u]).to(dev)
+        hits = relevant.gather(1, top.clamp(min=0)) & torch.isfinite(values)  # [B, K]
+        n_rel = rel_ptr[u + 1] - rel_ptr[u]
         for m in cfg.metrics:
             for k in cfg.ks:
                 sums[f"{m}@{k}"] += float(METRIC_FUNCTIONS[m](hits, n_rel, k).sum())
@@ -176,9 +203,10 @@ def evaluate_rating(model, heldout: Interactions, batch: int = 1 << 16) -> dict[
     if heldout.rating is None:
         raise GraphrecError("rating metrics need held-out ratings; the data has none")
     sq, ab = 0.0, 0.0
+    dev = device_of(model)
+    scorer = model.scorer() if hasattr(model, "scorer") else model
     for s in range(0, len(heldout), batch):
-        dev = device_of(model)
-        pred = model.predict(heldout.user[s:s + batch].to(dev),
+        pred = scorer.predict(heldout.user[s:s + batch].to(dev),
                              heldout.item[s:s + batch].to(dev)).float().cpu()
         err = pred - heldout.rating[s:s + batch].float()
         sq += float((err * err).sum())
@@ -192,29 +220,31 @@ __all__ = ["EvalConfig", "evaluate", "evaluate_ranking", "evaluate_rating", "top
 
 
 
-def evaluate(model, split, part: str = "test", cfg: EvalConfig | None = None) -> dict[str, float]:
+def evaluate(model, split, part: str = "test", cfg: EvalConfig | None = None,
+             index: "ItemIndex | None" = None) -> dict[str, float]:
     """Evaluate ``model`` on ``split.test`` (excluding training and validation items) or
     ``split.valid`` (excluding training items): ranking metrics, plus RMSE/MAE when the model
-    predicts ratings and the held-out part has them.
+    predicts ratings and the held-out part has them. ``index``: rank through this index of the
+    model's item vectors (see :func:`evaluate_ranking`).
 
-    Sequence models (``uses_history``) score from the user's items before the held-out part:
-    the training items for ``valid``, training then validation items for ``test``."""
-    from graphrec.models.base import history
-    from graphrec.schema import ITEM, SEQ_ITEM, SEQ_PTR, USER
+    Models with ``uses_history`` score from the user's items before the held-out part: the
+    training items for ``valid``, training then validation items for ``test``."""
+    from graphrec.data.graph import user_sequences
+    from graphrec.schema import ITEM, USER
 
     heldout = split.test if part == "test" else split.valid
     if heldout is None:
         raise GraphrecError(f"evaluation: the split has no {part} part")
     train = split.train
     num_users, num_items = int(train[USER].num_nodes), int(train[ITEM].num_nodes)
-    seen = (train[USER][SEQ_PTR], train[USER][SEQ_ITEM])
+    seen = user_sequences(train)
     if part == "test" and split.valid is not None:
         seen = merge_csr(num_users, [seen, split.valid.csr(num_users)])
     exclude = seen
     if cfg is not None and not cfg.exclude_seen:
         exclude = (torch.zeros(num_users + 1, dtype=torch.long), torch.zeros(0, dtype=torch.long))
-    with history(model, *seen):
-        out = evaluate_ranking(model, num_items, heldout, exclude, cfg)
+    history = seen if getattr(model, "uses_history", False) else None
+    out = evaluate_ranking(model, num_items, heldout, exclude, cfg, history, index)
     if getattr(model, "predicts_ratings", False) and heldout.rating is not None:
         out.update(evaluate_rating(model, heldout))
     return out

@@ -6,10 +6,11 @@ from dataclasses import fields
 from typing import Any
 
 from graphrec.errors import GraphrecError
-from graphrec.models.base import Recommender
+from graphrec.models.base import Ranker, Recommender, Retriever
 from graphrec.models.bert4rec import BERT4Rec, BERT4RecConfig
 from graphrec.models.graph_filter import GraphFilter, GraphFilterConfig
-from graphrec.models.lightgcn import BPRConfig, GraphModel, GraphModelConfig, MFConfig, RatingMF
+from graphrec.models.lightgcn import BPRConfig, LightGCN, LightGCNConfig
+from graphrec.models.mf import MF, MFConfig
 from graphrec.models.ncf import NCF, MLPRating, MLPRatingConfig, NCFConfig
 from graphrec.models.pop import PopConfig, Popularity
 from graphrec.models.random import RandomConfig, RandomRecommender
@@ -19,9 +20,9 @@ REGISTRY: dict[str, tuple[type[Recommender], type]] = {
     "pop": (Popularity, PopConfig),
     "random": (RandomRecommender, RandomConfig),
     "graph-filter": (GraphFilter, GraphFilterConfig),
-    "lightgcn": (GraphModel, GraphModelConfig),
-    "bpr": (GraphModel, BPRConfig),
-    "mf": (RatingMF, MFConfig),
+    "lightgcn": (LightGCN, LightGCNConfig),
+    "bpr": (LightGCN, BPRConfig),
+    "mf": (MF, MFConfig),
     "ncf": (NCF, NCFConfig),
     "mlp-rating": (MLPRating, MLPRatingConfig),
     "sasrec": (SASRec, SASRecConfig),
@@ -59,4 +60,5 @@ def build_model(name: str, num_users: int, num_items: int, cfg: Any = None) -> R
     return model_cls(num_users, num_items, cfg if cfg is not None else cfg_cls())
 
 
-__all__ = ["REGISTRY", "ALIASES", "Recommender", "build_model", "canonical_name", "model_config"]
+__all__ = ["REGISTRY", "ALIASES", "Recommender", "Retriever", "Ranker", "build_model",
+           "canonical_name", "model_config"]

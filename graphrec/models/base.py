@@ -1,48 +1,79 @@
-"""The model contract every graphrec model follows.
+"""The model contract every graphrec model follows, and the capabilities that make it a stage.
 
 * ``fit(train)``: closed-form models (popularity, graph filters) compute what they need from the
-  training graph; trained models keep the default, which does nothing, and learn by ``loss``.
-* ``score(users) -> [B, num_items]``: scores of every item for a batch of users, used by the
-  evaluator and by recommend. Higher is better.
-* ``predict(users, items) -> [N]``: rating predictions, only where ``predicts_ratings`` is set.
-* ``loss(**batch) -> scalar``: trainable models only. ``batch_kind`` names the batches the
-  trainer builds for it (:mod:`graphrec.batches`): ``"pairs"`` (``users``, ``items``,
-  ``negatives``), ``"ratings"`` (``users``, ``items``, ``ratings``), ``"sequences"``.
-* History (sequence models, ``uses_history = True``): ``score`` reads each user's time-ordered
-  items, not a user embedding. ``fit(train)`` takes the training sequences; whoever scores for
-  another moment hands over the right history first with ``set_history(ptr, items)`` (CSR over
-  all users) and puts the old one back after (``get_history()``; :func:`history` does both):
-  the evaluator gives the training items for the validation part and training plus validation
-  items (in that order) for the test part; ``recommend`` gives every known interaction.
-* ``train_defaults``: training settings (:class:`graphrec.trainer.TrainConfig` fields) that
-  suit the model better than the graph models' defaults; resolved under the config file and
-  flags.
+  training graph; every model keeps from it what scoring needs (the graph family its
+  propagation adjacency, the sequence models the training histories). The graph stays where
+  the caller keeps it (the CPU); the model copies what it needs to its own device.
+* ``forward(batch) -> loss``: trainable models only. The trainer calls the module itself
+  (``loss = model(batch)``), so DistributedDataParallel, ``torch.compile`` and module hooks see
+  the work. ``batch_spec()`` declares which typed batch ``forward`` reads
+  (:mod:`graphrec.batches`).
+* ``score(users, history=None) -> [B, num_items]``: scores of every item, higher is better.
+  ``history`` (:class:`~graphrec.batches.History`, one row per user) is the time-ordered items
+  the caller scores from; models with ``uses_history`` read it (``None``: the training
+  histories), the others ignore it. Nothing is swapped into the model.
+* ``predict(users, items) -> [N]``: rating predictions, only where ``predicts_ratings``.
+* ``scorer()``: what a caller holds for one round of scoring: the model itself, or, where every
+  call would repeat the same work (the graph family's propagation over the whole graph), an
+  object that did it once and answers the same methods. The caller owns it and drops it; the
+  model keeps no cache.
 
-Models never build their own graph or read files: they get the training graph from the caller.
+Capabilities (:class:`Retriever`, :class:`Ranker`) are protocols, checked with ``isinstance``:
+a retriever's scores are inner products of user and item vectors, so faiss indexes
+(:mod:`graphrec.serve.index`) can serve it; a ranker scores given candidates.
+
+Flags are class constants and never change per instance: ``trainable``, ``predicts_ratings``,
+``uses_history``, ``train_defaults``.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from contextlib import contextmanager
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import torch
+from torch import Tensor
 from torch_geometric.data import HeteroData
 
+from graphrec.batches import Batch, BatchSpec, History
 from graphrec.errors import GraphrecError
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    """Scores are inner products: ``score(users, history) == user_vectors(users, history) @
+    item_vectors().T``. The model folds its own biases into the vectors, so no caller reaches
+    into its parameters."""
+
+    def user_vectors(self, users: Tensor, history: History | None = None) -> Tensor:
+        """``[B, F]`` query vectors of ``users [B]``."""
+        ...
+
+    def item_vectors(self) -> Tensor:
+        """``[num_items, F]`` vectors of every item."""
+        ...
+
+
+@runtime_checkable
+class Ranker(Protocol):
+    """Scores given candidates: ``score_candidates(users [B], items [B, C]) -> [B, C]``."""
+
+    def score_candidates(self, users: Tensor, items: Tensor,
+                         history: History | None = None) -> Tensor:
+        """Scores of ``items [B, C]`` for ``users [B]``: ``[B, C]``."""
+        ...
 
 
 class Recommender(torch.nn.Module, ABC):
     """Base class: a model over ``num_users`` users and ``num_items`` items."""
 
+    #: whether the trainer optimizes ``forward``'s loss after ``fit``
+    trainable: ClassVar[bool] = False
     #: whether ``predict`` gives ratings (rating metrics are reported only then)
     predicts_ratings: ClassVar[bool] = False
-    #: whether the trainer optimizes ``loss`` after ``fit`` (closed-form models need no trainer)
-    trainable: ClassVar[bool] = False
-    #: the batches ``loss`` reads, see :mod:`graphrec.batches`
-    batch_kind: str = "pairs"
-    #: whether ``score`` reads the users' histories (``set_history``/``get_history``)
+    #: whether ``score`` reads the users' histories: the evaluator and ``recommend`` then pass
+    #: the history of the moment (training items for validation, training plus validation items
+    #: for test, every known item when recommending)
     uses_history: ClassVar[bool] = False
     #: per-model training defaults (TrainConfig fields), under the config file and flags
     train_defaults: ClassVar[dict[str, Any]] = {}
@@ -51,6 +82,14 @@ class Recommender(torch.nn.Module, ABC):
         super().__init__()
         self.num_users = int(num_users)
         self.num_items = int(num_items)
+        self.register_load_state_dict_post_hook(lambda module, keys: module.derive())
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model keeps its tensors (its first parameter or buffer; else the CPU)."""
+        for tensor in list(self.parameters()) + list(self.buffers()):
+            return tensor.device
+        return torch.device("cpu")
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
@@ -63,32 +102,53 @@ class Recommender(torch.nn.Module, ABC):
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
 
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        before = self.device
+        out = super()._apply(fn, recurse)
+        if self.device != before:
+            self.derive()  # structures built for one device are rebuilt for the new one
+        return out
+
+    def derive(self) -> None:
+        """Rebuild what is derived from the saved state (the graph family's adjacency, the
+        graph filter's Gram matrix) for the model's current device. Called after ``fit``, after
+        ``load_state_dict`` and after a move to another device; a no-op for most models."""
+
     def fit(self, train: HeteroData) -> None:
-        """Compute closed-form state from the training graph (no-op for trained models)."""
+        """Keep or compute what scoring needs from the training graph."""
 
-    @abstractmethod
-    def score(self, users: torch.Tensor) -> torch.Tensor:
-        """Scores of all items for ``users [B]``: ``[B, num_items]``."""
+    def batch_spec(self) -> BatchSpec:
+        """The typed batch ``forward`` reads (trainable models)."""
+        raise GraphrecError(f"model {type(self).__name__} is not trained by a loss")
 
-    def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Rating predictions for pairs ``(users [N], items [N])``: ``[N]``."""
-        raise GraphrecError(f"model {type(self).__name__} does not predict ratings")
-
-    def loss(self, **batch: torch.Tensor) -> torch.Tensor:
+    def forward(self, batch: Batch) -> Tensor:  # type: ignore[override]
         """The training loss of one batch (trainable models)."""
         raise GraphrecError(f"model {type(self).__name__} is not trained by a loss")
 
+    @abstractmethod
+    def score(self, users: Tensor, history: History | None = None) -> Tensor:
+        """Scores of all items for ``users [B]``: ``[B, num_items]``."""
 
-@contextmanager
-def history(model: object, ptr: torch.Tensor, items: torch.Tensor) -> Iterator[None]:
-    """Score ``model`` from the CSR history ``(ptr, items)`` inside the block, then put its own
-    history back. Does nothing for models without ``uses_history``."""
-    if not getattr(model, "uses_history", False):
-        yield
-        return
-    saved = model.get_history()  # type: ignore[attr-defined]
-    model.set_history(ptr, items)  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        model.set_history(*saved)  # type: ignore[attr-defined]
+    def score_candidates(self, users: Tensor, items: Tensor,
+                         history: History | None = None) -> Tensor:
+        """Scores of candidates ``items [B, C]`` for ``users [B]``: ``[B, C]``. This default
+        gathers from :meth:`score`; models that can score pairs directly override it."""
+        return self.score(users, history).gather(1, items)
+
+    def predict(self, users: Tensor, items: Tensor) -> Tensor:
+        """Rating predictions for pairs ``(users [N], items [N])``: ``[N]``."""
+        raise GraphrecError(f"model {type(self).__name__} does not predict ratings")
+
+    def scorer(self) -> Any:
+        """What to hold for one round of scoring (see the module docstring): ``self`` here."""
+        return self
+
+
+def check_history(model: Recommender, users: Tensor, history: History | None) -> None:
+    """A one-line error when ``history`` does not have one row per user."""
+    if history is not None and history.num_rows != users.numel():
+        raise GraphrecError(f"{type(model).__name__}: history has {history.num_rows} rows for "
+                            f"{users.numel()} users")
+
+
+__all__ = ["Recommender", "Retriever", "Ranker", "check_history"]

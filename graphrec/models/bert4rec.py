@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from graphrec.batches import History, SequenceSpec
 from graphrec.errors import GraphrecError
 from graphrec.models.sequence import SequenceRecommender
 from graphrec.nn.transformer import SequenceEncoder
@@ -62,9 +63,12 @@ class BERT4Rec(SequenceRecommender):
                                        cfg.num_blocks, cfg.heads, cfg.dropout, 4 * cfg.dim,
                                        "gelu", causal=False)
 
-    def query_windows(self, users: Tensor) -> Tensor:
-        seqs = self.windows(users, self.max_len - 1)  # [B, L - 1]
-        mask = torch.full((users.numel(), 1), self.mask_token, dtype=torch.long, device=seqs.device)
+    def batch_spec(self) -> SequenceSpec:
+        return SequenceSpec(self.window_length, self.pad, self.mask_prob, 0)
+
+    def query_windows(self, history: History) -> Tensor:
+        seqs = history.windows(self.max_len - 1, self.pad)  # [B, L - 1]
+        mask = torch.full((seqs.size(0), 1), self.mask_token, dtype=torch.long, device=seqs.device)
         return torch.cat([seqs, mask], 1)  # [B, L]
 
     def loss(self, seqs: Tensor, mask: Tensor) -> Tensor:

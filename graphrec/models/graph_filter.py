@@ -20,8 +20,9 @@ Fitting builds the sparse item-item matrix ``G = R~^T R~`` (never dense) and a t
 under ``seed``), or ``"exact"`` (dense LAPACK, small graphs only). Scoring is batched:
 ``r_B G`` is a sparse-sparse product (scipy on CPU, split over threads; torch sparse on other
 devices) and the low-pass term two thin dense products. What is saved is the training graph and
-``V``; ``G`` is rebuilt from them when first needed. Users with no training interaction get
-popularity scores (their ``r_u`` is zero).
+``V``; ``G`` is derived from them after fit, load or a move to another device. ``score`` takes
+the rows ``r_u`` from a given history when there is one (a new user's items, say), else from the
+training graph; a user with an empty row gets popularity scores.
 """
 
 from __future__ import annotations
@@ -38,9 +39,10 @@ import scipy.sparse as sp
 import torch
 from torch_geometric.data import HeteroData
 
+from graphrec.batches import History
+from graphrec.data.graph import user_sequences
 from graphrec.errors import GraphrecError
-from graphrec.models.base import Recommender
-from graphrec.schema import SEQ_ITEM, SEQ_PTR, USER
+from graphrec.models.base import Recommender, check_history
 
 log = logging.getLogger(__name__)
 
@@ -87,16 +89,15 @@ class GraphFilter(Recommender):
         self.register_buffer("user_ptr", torch.zeros(num_users + 1, dtype=torch.long))  # train CSR
         self.register_buffer("user_items", torch.zeros(0, dtype=torch.long))
         self.register_buffer("basis", torch.zeros(num_items, 0))  # V [I, k]
-        self._cache: tuple | None = None  # (device, G, rows, low_in, low_out, ...), derived
-        self.register_load_state_dict_post_hook(lambda module, keys: setattr(module, "_cache", None))
+        self.operator: tuple | None = None  # (G, low_in, low_out, du, pop), from derive()
 
     def fit(self, train: HeteroData) -> None:
         k = min(self.cfg.k, self.num_users, self.num_items)
         if k < self.cfg.k:  # a small graph has fewer singular vectors: use them all
             log.warning("graph-filter: k=%d exceeds min(users, items); using k=%d", self.cfg.k, k)
-        self.user_ptr = train[USER][SEQ_PTR].clone()
-        self.user_items = train[USER][SEQ_ITEM].clone()
-        self._cache = None
+        device = self.user_ptr.device
+        ptr, items = user_sequences(train)
+        self.user_ptr, self.user_items = ptr.to(device).clone(), items.to(device).clone()
         basis = torch.zeros(self.num_items, k, device=self.user_ptr.device)
         if k:
             with _quiet():
@@ -110,7 +111,7 @@ class GraphFilter(Recommender):
                     torch.manual_seed(self.cfg.seed)
                     basis = torch.svd_lowrank(norm, q=q, niter=self.cfg.niter)[2][:, :k]
         self.basis = basis.contiguous()
-        self._prepared()  # build G now, so fitting time includes it
+        self.derive()  # build G now, so fitting time includes it
 
     def _degrees(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         user = torch.repeat_interleave(torch.arange(self.num_users, device=self.user_ptr.device),
@@ -126,40 +127,44 @@ class GraphFilter(Recommender):
                                        (self.num_users, self.num_items),
                                        check_invariants=False).coalesce()
 
-    def _prepared(self) -> tuple:
-        """Derived state for the current device, built on first use after fit or load."""
-        device = self.user_ptr.device
-        if self._cache is None or self._cache[0] != device:
-            self._cache = self._build(scipy_products=device.type == "cpu")
-        return self._cache
+    def derive(self) -> None:
+        """G = R~^T R~ and the low-pass factors for the current device: a scipy matrix for CPU
+        scoring, a torch sparse tensor on other devices."""
+        self.operator = None
+        if self.user_items.numel():
+            self.operator = self._build(scipy_products=self.user_ptr.device.type == "cpu")
 
     def _build(self, scipy_products: bool) -> tuple:
-        """G = R~^T R~, the binary training rows and the low-pass factors: scipy matrices for
-        CPU scoring, torch sparse tensors on other devices."""
-        _, du, di = self._degrees()
+        di = self._degrees()[2]
         low_in = self.basis * di.clamp(min=1).rsqrt().where(di > 0, 0).unsqueeze(1)  # [I, k]
         low_out = (self.basis * di.sqrt().unsqueeze(1)).T.contiguous()  # [k, I]
         norm = self._normalized()
-        ones = torch.ones_like(self.user_items, dtype=torch.float32)
         shape = (self.num_users, self.num_items)
         if scipy_products:
             n = sp.csr_matrix((norm.values().numpy(), norm.indices().numpy()), shape=shape).tocsr()
             gram = (n.T.tocsr() @ n).tocsr()
-            rows = sp.csr_matrix((ones.numpy(), self.user_items.numpy(), self.user_ptr.numpy()),
-                                 shape=shape)
         else:
             with _quiet():
                 csr = norm.to_sparse_csr()
                 gram = torch.sparse.mm(csr.t().to_sparse_csr(), csr)
-                rows = torch.sparse_csr_tensor(self.user_ptr, self.user_items, ones, shape,
-                                               check_invariants=False)
-        pop = di / di.max().clamp(min=1)  # cold-user fallback
-        return (self.user_ptr.device, gram, rows, low_in, low_out, du, pop)
+        pop = di / di.max().clamp(min=1)  # fallback for empty rows
+        return (gram, low_in, low_out, pop)
 
-    def score(self, users: torch.Tensor) -> torch.Tensor:
-        _, gram, rows, low_in, low_out, du, pop = self._prepared()
+    def score(self, users: torch.Tensor, history: History | None = None) -> torch.Tensor:
+        """Scores ``[B, I]``; rows ``r_u`` from ``history`` when given, else from training."""
+        check_history(self, users, history)
+        if self.operator is None:
+            raise GraphrecError("graph-filter: not fitted (fit it on its training graph first)")
+        gram, low_in, low_out, pop = self.operator
+        if history is None:
+            history = History.of(self.user_ptr, self.user_items, users)
         if isinstance(gram, sp.csr_matrix):
-            r_b = rows[users.cpu().numpy()]  # [B, I] sparse, binary
+            hp, hi = history.ptr.cpu().numpy(), history.items.cpu().numpy()
+            # binary rows: a repeated item counts once
+            r_b = sp.csr_matrix((np.ones(len(hi), dtype=np.float32), hi, hp),
+                                shape=(users.numel(), self.num_items))
+            r_b.sum_duplicates()
+            r_b.data[:] = 1.0
             out = np.empty((users.numel(), self.num_items), dtype=np.float32)
             parts = np.array_split(np.arange(users.numel()), self.cfg.threads or torch.get_num_threads())
             parts = [p for p in parts if len(p)]
@@ -173,12 +178,18 @@ class GraphFilter(Recommender):
             low = torch.from_numpy(np.asarray(r_b @ low_in.numpy(), dtype=np.float32))  # [B, k]
         else:
             with _quiet():
-                r_b = torch.index_select(rows.to_sparse_coo(), 0, users).to_sparse_csr()
+                row = torch.repeat_interleave(torch.arange(users.numel(), device=gram.device),
+                                              history.ptr.diff())
+                keys = torch.unique(row * self.num_items + history.items.to(gram.device))
+                r_b = torch.sparse_coo_tensor(
+                    torch.stack([keys // self.num_items, keys % self.num_items]),
+                    torch.ones(keys.numel(), device=gram.device),
+                    (users.numel(), self.num_items)).to_sparse_csr()
                 scores = torch.sparse.mm(r_b, gram).to_dense()  # [B, I]
                 low = torch.sparse.mm(r_b, low_in)  # [B, k]
         if self.cfg.alpha and low.size(1):
             scores.addmm_(low, low_out, alpha=self.cfg.alpha)
-        cold = du[users] == 0
+        cold = (history.ptr.diff() == 0).to(scores.device)
         if cold.any():
             scores[cold] = pop
         return scores

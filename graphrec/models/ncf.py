@@ -5,7 +5,9 @@ the element-wise product ``p_u * q_i`` of user and item embeddings; MLP feeds th
 concatenation ``[p_u, q_i]`` through a ReLU tower. One linear layer over
 ``[GMF product, MLP output]`` gives the logit, trained by binary cross-entropy on the observed
 pairs (label 1) and uniformly sampled unobserved items (label 0). ``variant="gmf"`` or ``"mlp"``
-keeps one branch only. The paper's pre-training of NeuMF from trained GMF and MLP models is not
+keeps one branch only. NCF is a member of the graph family (:mod:`graphrec.models.graph`) with
+the NeuMF scorer: its embeddings are one table, propagated ``num_layers`` hops over the training
+graph before the scorer; zero hops, the default, is the paper's NeuMF (a test pins it). The paper's pre-training of NeuMF from trained GMF and MLP models is not
 done: every variant trains from scratch (Adam, as the paper does without pre-training). On
 ml-100k (random 80/20 split) ``--epochs 10 --lr 0.001 --num-negatives 4 --batch-size 256``
 (epochs picked on a validation split) gave Recall@20 0.3322, NDCG@20 0.4007.
@@ -28,8 +30,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
+from graphrec.batches import History, PairBatch, PairSpec, RatingBatch, RatingSpec
 from graphrec.errors import GraphrecError
 from graphrec.models.base import Recommender
+from graphrec.models.graph import GraphModel, rows
 from graphrec.schema import EDGE, RATING
 
 VARIANTS = ("neumf", "gmf", "mlp")
@@ -88,9 +92,13 @@ class NCFConfig:
         mlp_dim: size of the MLP user and item embeddings (the tower's input is twice this).
         mlp_layers: output sizes of the MLP tower's ReLU layers; the last is the MLP branch's
             predictive factors.
-        dropout: dropout after each tower layer in ``loss`` while training (never in ``score``).
+        dropout: dropout after each tower layer in the loss while training (never in scoring).
         l2: L2 weight on the batch's embeddings (both branches), per example; see ``loss``.
         init_std: standard deviation of the normal embedding initialization (the paper: 0.01).
+        num_layers: LightGCN hops over the training graph before the NeuMF scorer (0: the
+            paper's NeuMF).
+        layer_weights: weights of layers 0..K (default: the mean).
+        propagation: the propagation backend, see :mod:`graphrec.nn.propagation`.
     """
 
     variant: str = "neumf"
@@ -100,80 +108,97 @@ class NCFConfig:
     dropout: float = 0.0
     l2: float = 0.0
     init_std: float = 0.01
+    num_layers: int = 0
+    layer_weights: tuple[float, ...] | None = None
+    propagation: str = "symmetric"
 
     def __post_init__(self) -> None:
         self.mlp_layers = tuple(int(n) for n in self.mlp_layers)
 
 
-class NCF(Recommender):
-    """NeuMF, or its GMF or MLP branch alone: one logit per (user, item) pair."""
+class NCF(GraphModel):
+    """NeuMF, or its GMF or MLP branch alone, over the graph family's embeddings: one logit per
+    (user, item) pair. The table's first ``gmf_dim`` columns are the GMF embeddings, the next
+    ``mlp_dim`` the MLP ones (a branch left out has no columns); both are propagated
+    ``num_layers`` hops (0: the paper's NeuMF)."""
 
     trainable = True
-    batch_kind = "pairs"
 
     def __init__(self, num_users: int, num_items: int, cfg: NCFConfig | None = None) -> None:
-        super().__init__(num_users, num_items)
-        self.cfg = cfg = cfg or NCFConfig()
+        cfg = cfg or NCFConfig()
         if cfg.variant not in VARIANTS:
             raise GraphrecError(f"ncf: variant must be one of {VARIANTS}, got {cfg.variant!r}")
-        self.use_gmf, self.use_mlp = cfg.variant != "mlp", cfg.variant != "gmf"
-        if self.use_gmf and cfg.gmf_dim < 1:
+        use_gmf, use_mlp = cfg.variant != "mlp", cfg.variant != "gmf"
+        if use_gmf and cfg.gmf_dim < 1:
             raise GraphrecError("ncf: gmf_dim must be at least 1")
-        if self.use_mlp and (cfg.mlp_dim < 1 or not cfg.mlp_layers or min(cfg.mlp_layers) < 1):
+        if use_mlp and (cfg.mlp_dim < 1 or not cfg.mlp_layers or min(cfg.mlp_layers) < 1):
             raise GraphrecError(f"ncf: variant {cfg.variant} needs mlp_dim >= 1 and a non-empty "
                                 f"mlp_layers of positive sizes, got {cfg.mlp_dim}, {cfg.mlp_layers}")
-        factors = 0
-        if self.use_gmf:
-            self.gmf_user = torch.nn.Embedding(num_users, cfg.gmf_dim)
-            self.gmf_item = torch.nn.Embedding(num_items, cfg.gmf_dim)
-            factors += cfg.gmf_dim
-        if self.use_mlp:
-            self.mlp_user = torch.nn.Embedding(num_users, cfg.mlp_dim)
-            self.mlp_item = torch.nn.Embedding(num_items, cfg.mlp_dim)
-            self.tower = Tower(cfg.mlp_dim, cfg.mlp_layers, cfg.dropout)
+        self.gmf_dim = cfg.gmf_dim if use_gmf else 0
+        mlp_dim = cfg.mlp_dim if use_mlp else 0
+        super().__init__(num_users, num_items, self.gmf_dim + mlp_dim, cfg.num_layers,
+                         cfg.layer_weights, cfg.init_std, cfg.propagation)
+        self.cfg = cfg
+        self.use_gmf, self.use_mlp = use_gmf, use_mlp
+        factors = self.gmf_dim
+        if use_mlp:
+            self.tower = Tower(mlp_dim, cfg.mlp_layers, cfg.dropout)
             factors += cfg.mlp_layers[-1]
-        for pair in self._tables():
-            for table in pair:
-                torch.nn.init.normal_(table.weight, std=cfg.init_std)
         self.output = torch.nn.Linear(factors, 1)  # over [GMF product, MLP output]
 
-    def _tables(self) -> list[tuple[torch.nn.Embedding, torch.nn.Embedding]]:
-        return ([(self.gmf_user, self.gmf_item)] if self.use_gmf else []) + (
-            [(self.mlp_user, self.mlp_item)] if self.use_mlp else [])
+    def batch_spec(self) -> PairSpec:
+        return PairSpec()
 
-    def logits(self, users: Tensor, items: Tensor, train: bool = False) -> Tensor:
-        """Logits of pairs ``(users [...], items [...])`` of the same shape: ``[...]``
-        (``train``: apply the tower's dropout)."""
+    def logits_from(self, user_emb: Tensor, item_emb: Tensor, users: Tensor, items: Tensor,
+                    train: bool = False) -> Tensor:
+        """Logits of pairs ``(users [...], items [...])`` of the same shape from propagated
+        embeddings: ``[...]`` (``train``: apply the tower's dropout)."""
+        u, i = rows(user_emb, users), rows(item_emb, items)  # [..., G + M]
+        g = self.gmf_dim
         parts = []
         if self.use_gmf:
-            parts.append(self.gmf_user(users) * self.gmf_item(items))  # [..., G]
+            parts.append(u[..., :g] * i[..., :g])  # [..., G]
         if self.use_mlp:
-            parts.append(self.tower(self.mlp_user(users), self.mlp_item(items), train))  # [..., H]
+            parts.append(self.tower(u[..., g:], i[..., g:], train))  # [..., H]
         return self.output(torch.cat(parts, -1)).squeeze(-1)
 
-    def score(self, users: Tensor) -> Tensor:
+    def logits(self, users: Tensor, items: Tensor, train: bool = False) -> Tensor:
+        """:meth:`logits_from` the current embeddings."""
+        return self.logits_from(*self.embeddings(), users, items, train)
+
+    def score_from(self, user_emb: Tensor, item_emb: Tensor, users: Tensor) -> Tensor:
         """Logits of every item for ``users [B]``: ``[B, num_items]``, in item chunks."""
         w = self.output.weight[0]
-        w_gmf, w_mlp = (w[: self.cfg.gmf_dim], w[self.cfg.gmf_dim:]) if self.use_gmf else (None, w)
+        g = self.gmf_dim
+        w_gmf, w_mlp = w[:g], w[g:]
+        u = user_emb[users]  # [B, G + M]
         out = torch.empty(users.numel(), self.num_items, device=w.device)
         width = self.tower.width if self.use_mlp else 1
         for s, e in _item_chunks(self.num_items, users.numel(), width):
             chunk = self.output.bias.expand(users.numel(), e - s)  # [B, C]
             if self.use_gmf:  # w_g . (p_u * q_i) = (w_g * p_u) . q_i
-                chunk = chunk + (self.gmf_user(users) * w_gmf) @ self.gmf_item.weight[s:e].T
+                chunk = chunk + (u[:, :g] * w_gmf) @ item_emb[s:e, :g].T
             if self.use_mlp:
-                h = self.tower.broadcast(self.mlp_user(users), self.mlp_item.weight[s:e])
+                h = self.tower.broadcast(u[:, g:], item_emb[s:e, g:])
                 chunk = chunk + h @ w_mlp  # [B, C]
             out[:, s:e] = chunk
         return out
 
-    def loss(self, users: Tensor, items: Tensor, negatives: Tensor | None = None,
-             ratings: Tensor | None = None) -> Tensor:
+    def candidates_from(self, user_emb: Tensor, item_emb: Tensor, users: Tensor,
+                        items: Tensor) -> Tensor:
+        return self.logits_from(user_emb, item_emb, users.unsqueeze(1).expand_as(items), items)
+
+    def forward(self, batch: PairBatch) -> Tensor:  # type: ignore[override]
+        """The BCE loss of a batch of (user, positive, negatives)."""
+        return self.loss(batch.users, batch.items, batch.negatives)
+
+    def loss(self, users: Tensor, items: Tensor, negatives: Tensor | None = None) -> Tensor:
         """Binary cross-entropy with logits over ``users [N]`` with positive ``items [N]``
         (label 1) and each of their ``negatives [N, M]`` (label 0), averaged over all
-        ``N * (1 + M)`` pairs. Plus ``l2`` times the squared norms of the batch's embeddings
-        (users, positives, and negatives divided by M; both branches), halved, per example."""
-        if negatives is None:
+        ``N * (1 + M)`` pairs. Plus ``l2`` times the squared norms of the batch's layer-0
+        embeddings (users, positives, and negatives divided by M; both branches), halved, per
+        example."""
+        if negatives is None or negatives.numel() == 0:
             raise GraphrecError("ncf: the BCE loss needs sampled negatives")
         all_items = torch.cat([items.unsqueeze(1), negatives], 1)  # [N, 1 + M]
         logits = self.logits(users.unsqueeze(1).expand_as(all_items), all_items,
@@ -183,9 +208,7 @@ class NCF(Recommender):
         main = F.binary_cross_entropy_with_logits(logits, labels)
         if not self.cfg.l2:
             return main
-        reg = sum(u(users).pow(2).sum() + i(items).pow(2).sum()
-                  + i(negatives).pow(2).sum() / negatives.size(1) for u, i in self._tables())
-        return main + self.cfg.l2 * reg / (2 * users.numel())
+        return main + self.cfg.l2 * self.layer0_l2(users, items, negatives)
 
 
 @dataclass
@@ -216,7 +239,6 @@ class MLPRating(Recommender):
 
     trainable = True
     predicts_ratings = True
-    batch_kind = "ratings"
 
     def __init__(self, num_users: int, num_items: int, cfg: MLPRatingConfig | None = None) -> None:
         super().__init__(num_users, num_items)
@@ -251,7 +273,10 @@ class MLPRating(Recommender):
         h = self.tower(self.user(users), self.item(items), train)  # [N, H]
         return self._rescale(self.output(h).squeeze(-1))
 
-    def score(self, users: Tensor) -> Tensor:
+    def batch_spec(self) -> RatingSpec:
+        return RatingSpec()
+
+    def score(self, users: Tensor, history: History | None = None) -> Tensor:
         """Predicted ratings of every item for ``users [B]``: ``[B, num_items]``."""
         out = torch.empty(users.numel(), self.num_items, device=self.r_min.device)
         u = self.user(users)  # [B, D]
@@ -260,8 +285,15 @@ class MLPRating(Recommender):
             out[:, s:e] = self._rescale(self.output(h).squeeze(-1))
         return out
 
-    def loss(self, users: Tensor, items: Tensor, negatives: Tensor | None = None,
-             ratings: Tensor | None = None) -> Tensor:
+    def score_candidates(self, users: Tensor, items: Tensor,
+                         history: History | None = None) -> Tensor:
+        return self.predict(users.unsqueeze(1).expand_as(items), items)
+
+    def forward(self, batch: RatingBatch) -> Tensor:  # type: ignore[override]
+        """The MSE loss of a batch of ratings."""
+        return self.loss(batch.users, batch.items, batch.ratings)
+
+    def loss(self, users: Tensor, items: Tensor, ratings: Tensor) -> Tensor:
         """Mean squared error of the predicted ``users [N]`` x ``items [N]`` ratings."""
         if ratings is None:
             raise GraphrecError("mlp-rating: the MSE loss needs ratings")

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
+from graphrec.batches import History
 from graphrec.models.base import Recommender
 
 _M = (1 << 31) - 1
@@ -39,7 +40,7 @@ class RandomRecommender(Recommender):
         super().__init__(num_users, num_items)
         self.cfg = cfg or RandomConfig()
 
-    def score(self, users: torch.Tensor) -> torch.Tensor:
+    def score(self, users: torch.Tensor, history: History | None = None) -> torch.Tensor:
         items = torch.arange(self.num_items, device=users.device)
         key = _mix(users.long().unsqueeze(1) * 1_000_003 + _mix(items + self.cfg.seed * 7919).unsqueeze(0))
         return key.float() / _M  # [B, I] in [0, 1)

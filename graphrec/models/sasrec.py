@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from graphrec.batches import History, SequenceSpec
 from graphrec.errors import GraphrecError
 from graphrec.models.sequence import SequenceRecommender
 from graphrec.nn.transformer import SequenceEncoder
@@ -75,8 +76,11 @@ class SASRec(SequenceRecommender):
                                        cfg.num_blocks, cfg.heads, cfg.dropout, cfg.dim, "relu",
                                        causal=True)
 
-    def query_windows(self, users: Tensor) -> Tensor:
-        return self.windows(users, self.max_len)
+    def batch_spec(self) -> SequenceSpec:
+        return SequenceSpec(self.window_length, self.pad, 0.0, self.negatives_per_window)
+
+    def query_windows(self, history: History) -> Tensor:
+        return history.windows(self.max_len, self.pad)
 
     def loss(self, seqs: Tensor, negatives: Tensor | None = None) -> Tensor:
         """``seqs [N, max_len + 1]`` left-padded windows; ``negatives [N, max_len]`` (``bce``:

@@ -1,14 +1,17 @@
 """What SASRec and BERT4Rec share: a user's history as the model's input.
 
-A sequence model scores a user from the user's time-ordered items, not from a user embedding.
-``fit(train)`` takes the training sequences (``seq_ptr``/``seq_item`` of the training graph's
-user store) as the default history; the evaluator and ``recommend`` hand over the history that
-fits the moment they score for with :meth:`set_history` (see :func:`graphrec.models.base.history`):
-the training items when validating, training plus validation items when testing, every known
-interaction when recommending. The history is a buffer, so a saved model scores as it did.
+A sequence model scores a user from the user's time-ordered items, not from a user embedding:
+``score(users, history)`` reads the :class:`~graphrec.batches.History` it is given, one row per
+user. The evaluator and ``recommend`` pass the history of the moment they score for (the
+training items when validating, training plus validation items when testing, every known
+interaction when recommending). ``fit(train)`` keeps the training sequences as the history used
+when none is given; they are buffers, so a saved model scores as it did. Nothing is swapped.
 
 Item indices ``0..num_items-1`` are the graph's; ``pad = num_items`` (and BERT4Rec's mask token
 ``num_items + 1``) exist only inside these models.
+
+Both are retrievers: the hidden state at the predicting position is the user vector and the
+(tied) item embeddings are the item vectors, so faiss indexes serve them.
 """
 
 from __future__ import annotations
@@ -19,29 +22,25 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
+from graphrec.batches import History, SequenceBatch, SequenceSpec
+from graphrec.data.graph import user_sequences
 from graphrec.errors import GraphrecError
-from graphrec.models.base import Recommender
-from graphrec.nn.transformer import SequenceEncoder, tail_windows
-from graphrec.schema import SEQ_ITEM, SEQ_PTR, USER
+from graphrec.models.base import Recommender, check_history
+from graphrec.nn.transformer import SequenceEncoder
 
 
 class SequenceRecommender(Recommender):
-    """Base of the sequence models: history buffers, windows, scoring from the last position.
+    """Base of the sequence models: training histories, windows, scoring from the last position.
 
-    Subclasses set ``self.encoder`` (a :class:`SequenceEncoder`), ``self.max_len`` and
-    implement :meth:`query_windows` and ``loss``.
+    Subclasses set ``self.encoder`` (a :class:`SequenceEncoder`), ``self.max_len``,
+    ``self.window_length`` and implement :meth:`query_windows`, ``batch_spec`` and ``loss``.
     """
 
     trainable = True
     uses_history = True
-    batch_kind = "sequences"
     #: per-model training defaults (Klenitskiy & Vasilev, RecSys 2023), under file and flags
     train_defaults = {"batch_size": 128, "lr": 1e-3, "patience": 10, "metric": "ndcg@10",
                       "epochs": 200}
-    #: what the ``sequences`` batches carry: window length, cloze mask rate, negatives per window
-    window_length: int
-    mask_prob: float = 0.0
-    negatives_per_window: int = 0
     encoder: SequenceEncoder
 
     def __init__(self, num_users: int, num_items: int, max_len: int) -> None:
@@ -54,40 +53,54 @@ class SequenceRecommender(Recommender):
         self.register_buffer("history_items", torch.zeros(0, dtype=torch.long))
 
     def fit(self, train: HeteroData) -> None:
-        """Take the training sequences as the default history."""
-        self.set_history(train[USER][SEQ_PTR], train[USER][SEQ_ITEM])
-
-    def set_history(self, ptr: Tensor, items: Tensor) -> None:
-        """Score from these per-user, time-ordered items: CSR ``ptr [U + 1]``, ``items``."""
-        if ptr.numel() != self.num_users + 1:
-            raise GraphrecError(f"history: expected {self.num_users + 1} row pointers, got {ptr.numel()}")
-        device = self.history_ptr.device
-        self.history_ptr, self.history_items = ptr.to(device), items.to(device)
-
-    def get_history(self) -> tuple[Tensor, Tensor]:
-        return self.history_ptr, self.history_items
+        """Keep the training sequences as the default history."""
+        ptr, items = user_sequences(train)
+        self.history_ptr = ptr.to(self.history_ptr.device)
+        self.history_items = items.to(self.history_ptr.device).clone()
 
     def item_weights(self) -> Tensor:
         """The output layer, tied to the item embeddings: ``[num_items, F]``."""
         return self.encoder.item.weight[: self.num_items]
 
-    def windows(self, users: Tensor, length: int) -> Tensor:
-        """The last ``length`` history items of ``users``, left-padded: ``[B, length]``."""
-        return tail_windows(self.history_ptr, self.history_items, users, length, self.pad)
+    def history_of(self, users: Tensor, history: History | None) -> History:
+        """``history``, or the users' training histories when it is ``None``."""
+        check_history(self, users, history)
+        if history is None:
+            return History.of(self.history_ptr, self.history_items, users)
+        return history.to(users.device)
 
     @abstractmethod
-    def query_windows(self, users: Tensor) -> Tensor:
+    def query_windows(self, history: History) -> Tensor:
         """The windows whose last position predicts the next item: ``[B, L]``."""
 
-    def score(self, users: Tensor) -> Tensor:
-        """Scores of all items from the hidden state at the last position; never with dropout."""
+    def user_vectors(self, users: Tensor, history: History | None = None) -> Tensor:
+        """The hidden state at the predicting position, ``[B, F]``; never with dropout."""
         was_training = self.training
         self.eval()
         try:
-            h = self.encoder(self.query_windows(users))[:, -1]  # [B, F]
-            return h @ self.item_weights().T  # [B, I]
+            return self.encoder(self.query_windows(self.history_of(users, history)))[:, -1]
         finally:
             self.train(was_training)
+
+    def item_vectors(self) -> Tensor:
+        """The tied item embeddings, ``[num_items, F]``."""
+        return self.item_weights()
+
+    def score(self, users: Tensor, history: History | None = None) -> Tensor:
+        """Scores of all items from the hidden state at the last position: ``[B, I]``."""
+        return self.user_vectors(users, history) @ self.item_weights().T
+
+    def forward(self, batch: SequenceBatch) -> Tensor:  # type: ignore[override]
+        """The training loss of a batch of windows."""
+        return self.loss(batch.seqs, **{k: v for k, v in (("mask", batch.mask),
+                                                           ("negatives", batch.negatives))
+                                        if v is not None})
+
+    @abstractmethod
+    def batch_spec(self) -> SequenceSpec: ...
+
+    @abstractmethod
+    def loss(self, seqs: Tensor, **extra: Tensor) -> Tensor: ...
 
 
 __all__ = ["SequenceRecommender"]

@@ -5,41 +5,48 @@ Nodes are users ``0..U-1`` followed by items ``U..U+I-1``. The adjacency
     A~ = D^-1/2 A D^-1/2,   A = [[0, R], [R^T, 0]]
 
 is built once per training graph, vectorized, on the target device, as a torch.sparse CSR
-matrix holding only its three arrays, and owned by the encoder (never renormalized per call,
+matrix holding only its three arrays, and owned by the model (never renormalized per call,
 unlike PyG's ``LGConv`` over ``edge_index``). Because ``A~`` is symmetric, the gradient of
 ``A~ X`` with respect to ``X`` is ``A~ G``: one more forward product.
 
-Backends (:data:`BACKENDS`; ``LightGCNEncoder(backend=...)`` and the graph models' ``propagation``
-option override the default):
+One layer, :class:`LightGCNConv`, is a PyG ``MessagePassing`` operator (``LGConv`` without its
+per-call normalization) for every adjacency form: ``propagate`` is always the entry, and its
+``message_and_aggregate`` runs the fast product. What the layer computes with is decided by the
+adjacency it is given (:func:`lightgcn_adjacency` builds the one a backend asks for):
 
-* ``"symmetric"`` (the default on every device): torch's CSR x dense product forward and, by
-  :func:`symmetric_spmm`, the same product backward; on a CPU, where the embedding table
-  outgrows the cache, the product runs over tiles (:class:`BlockedAdjacency`,
-  :func:`blocked_adjacency`): users and items as row bands, so the two zero quadrants of the
-  bipartite adjacency are never visited, each band's columns cut into cache-sized blocks.
-  Chosen from ``benchmarks/propagation.py`` (results in ``benchmarks/results/propagation.md``,
-  2-core CPU): the fastest forward and forward+backward of every backend there; on Gowalla at
-  F = 64, 1.4x torch's own CSR product forward (2.0x at F = 256, 3.3x on a 10^7-edge graph),
-  forward+backward 2.01x its forward against 5.5x for torch's sparse autograd, and 27x faster
-  than ``LGConv`` over ``edge_index`` (the run of commit 3e7f10d). No GPU has been measured
+* ``"symmetric"`` (the default on every device): a :class:`BlockedAdjacency`, graphrec's
+  sparse matrix type (a ``torch.Tensor`` subclass with the sparse CSR layout, so PyG routes it
+  to ``message_and_aggregate``), multiplied by torch's CSR x dense product forward and, by
+  :func:`symmetric_spmm`, the same product backward. On a CPU, where the embedding table
+  outgrows the cache, it holds tiles (:func:`blocked_adjacency`): users and items as row bands,
+  so the two zero quadrants of the bipartite adjacency are never visited, each band's columns
+  cut into cache-sized blocks; otherwise one tile, the CSR itself. Chosen from
+  ``benchmarks/propagation.py`` (results in ``benchmarks/results/propagation.md``, 2-core CPU):
+  the fastest forward and forward+backward of every backend there. No GPU has been measured
   yet; on CUDA the plain product (cuSPARSE) and the same backward argument apply.
-* ``"autograd"``: the same forward with torch's own sparse backward, which transposes the
-  matrix on every call: the reference the tests compare with.
-* ``"edge_index"``: PyG's ``LGConv`` message passing (gather, scale, scatter) over the
-  adjacency's ``edge_index`` and weights: memory-hungry (one message per edge), about 27x
-  slower on CPU, kept for comparison and for inputs torch.sparse cannot take.
+* ``"autograd"``: the plain CSR tensor, multiplied by ``torch.sparse.mm`` with torch's own
+  sparse backward, which transposes the matrix on every call: the reference the tests compare
+  with.
+* ``"edge_index"``: ``(edge_index, edge_weight)``, PyG's message passing (gather, scale,
+  scatter): memory-hungry (one message per edge), about 27x slower on CPU, kept for comparison.
+
+The same layer takes PyG's own inputs: ``edge_index`` with ``edge_weight``, any torch sparse
+``adj_t``, and bipartite ``(x_src, x_dst)`` pairs, so it runs inside ``HeteroConv`` and
+``to_hetero`` over the ``user``/``item`` node types (tests show both).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Union
 
 import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 from torch_geometric.nn import LGConv
 
+from graphrec.data.graph import check_schema
 from graphrec.errors import GraphrecError
 from graphrec.schema import EDGE, ITEM, USER
 
@@ -58,6 +65,7 @@ def normalized_adjacency(graph: HeteroData, device: torch.device | str | None = 
     the COO's ``[2, nnz]`` index storage (about 1.6x the memory on Gowalla). Indices are int32
     while ``U+I`` and the non-zeros fit: torch's CPU kernel (MKL) would otherwise make an
     int32 copy of the columns on every product, and the structure is a third smaller."""
+    check_schema(graph, "propagation")
     num_users, num_items = int(graph[USER].num_nodes), int(graph[ITEM].num_nodes)
     ei = graph[EDGE].edge_index.to(device)
     n = num_users + num_items
@@ -87,12 +95,13 @@ def normalized_adjacency(graph: HeteroData, device: torch.device | str | None = 
 CPU_BLOCK_BYTES = 12 * 2**20
 
 
-class BlockedAdjacency:
-    """A sparse ``[N, M]`` CSR matrix ``A`` kept as tiles: row bands (``row_bounds``) times
-    column blocks (``col_bounds``), each tile a CSR over its band's rows and its block's
-    columns, empty tiles dropped. ``A x`` then runs band by band, ``out[band] = sum_b A_{band,b}
-    x_b``: each product gathers rows from one cache-sized slice ``x_b`` instead of the whole
-    table, and reads and writes the output of its own band only.
+class BlockedAdjacency(torch.Tensor):
+    """A sparse ``[N, M]`` matrix ``A`` kept as tiles: row bands (``row_bounds``) times column
+    blocks (``col_bounds``), each tile a CSR over its band's rows and its block's columns, empty
+    tiles dropped. ``A x`` then runs band by band, ``out[band] = sum_b A_{band,b} x_b``: each
+    product gathers rows from one cache-sized slice ``x_b`` instead of the whole table, and
+    reads and writes the output of its own band only. With one band and one block the single
+    tile is ``A`` itself (no copy).
 
     For the bipartite adjacency ``[[0, R], [R^T, 0]]`` the bands are the users and the items
     (:func:`blocked_adjacency`): the user band's tiles cover item columns only and the item
@@ -101,66 +110,79 @@ class BlockedAdjacency:
     same non-zeros as ``A`` (one permuted copy; ``A`` itself may be dropped) plus one
     row-pointer array per tile.
 
-    Used by :func:`spmm` and :func:`symmetric_spmm`."""
+    It is a ``torch.Tensor`` subclass with no storage of its own and the sparse CSR layout, as
+    PyG's own ``EdgeIndex`` is a tensor subclass: ``MessagePassing.propagate`` accepts it as a
+    sparse ``adj_t`` and hands it to ``message_and_aggregate``. The only operations it supports
+    are products through :func:`spmm`, :func:`symmetric_spmm` and :class:`LightGCNConv`; any
+    other tensor operation is a one-line error. ``symmetric`` marks ``A^T = A``, which
+    :class:`LightGCNConv` needs to backpropagate through it.
 
-    def __init__(self, adj: Tensor, row_bounds: Sequence[int], col_bounds: Sequence[int]) -> None:
+    Args:
+        adj: the sparse CSR matrix.
+        row_bounds, col_bounds: band and block boundaries, rising strictly from 0 to N (M).
+        symmetric: whether ``A`` is symmetric.
+    """
+
+    bands: list[tuple[int, int, list[tuple[Tensor, int, int]]]]
+    #: bytes of the tiles' indices and values
+    structure_bytes: int
+    symmetric: bool
+
+    @staticmethod
+    def __new__(cls, adj: Tensor, row_bounds: Sequence[int], col_bounds: Sequence[int],
+                symmetric: bool = False) -> "BlockedAdjacency":
+        if adj.layout != torch.sparse_csr or adj.dim() != 2:
+            raise GraphrecError(f"BlockedAdjacency: needs a 2-d sparse CSR matrix, got "
+                                f"{adj.layout} of shape {tuple(adj.shape)}")
         n, m = (int(d) for d in adj.shape)
         rb, cb = [int(b) for b in row_bounds], [int(b) for b in col_bounds]
         for name, b, size in (("row_bounds", rb, n), ("col_bounds", cb, m)):
             if len(b) < 2 or b[0] != 0 or b[-1] != size or any(x >= y for x, y in zip(b, b[1:])):
                 raise GraphrecError(f"BlockedAdjacency: {name} must rise strictly from 0 to "
                                     f"{size}, got {b}")
-        self.shape, self.device = (n, m), adj.device
-        crow, col, val = adj.crow_indices(), adj.col_indices(), adj.values()
-        starts = torch.tensor(cb[:-1], device=adj.device)
-        self.bands: list[tuple[int, int, list[tuple[Tensor, int, int]]]] = []
-        self.nbytes = 0
-        k = len(cb) - 1
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            for r0, r1 in zip(rb, rb[1:]):
-                rows, first, last = r1 - r0, int(crow[r0]), int(crow[r1])
-                # the band's non-zeros are one contiguous run of the CSR, row-major
-                row = torch.repeat_interleave(torch.arange(rows, device=adj.device),
-                                              crow[r0:r1 + 1].diff().long())
-                band_col = col[first:last].long()
-                block = torch.bucketize(band_col, starts, right=True) - 1
-                order = torch.sort(block, stable=True).indices  # keeps row-major order per tile
-                counts = torch.bincount(block * rows + row, minlength=k * rows).view(k, rows)
-                del row
-                crows = torch.zeros(k, rows + 1, dtype=crow.dtype, device=adj.device)
-                crows[:, 1:] = counts.cumsum(1)
-                ends = counts.sum(1).cumsum(0).tolist()
-                cols = (band_col - starts[block])[order].to(col.dtype)
-                vals = val[first:last][order]
-                del band_col, block, order
-                tiles, begin = [], 0
-                for j, end in enumerate(ends):
-                    if end > begin:
-                        lo, hi = cb[j], cb[j + 1]
-                        tile = torch.sparse_csr_tensor(crows[j].clone(), cols[begin:end],
-                                                       vals[begin:end], (rows, hi - lo),
-                                                       check_invariants=False)
-                        tiles.append((tile, lo, hi))
-                        self.nbytes += crows[j].numel() * crows.element_size()
-                    begin = end
-                self.nbytes += (cols.numel() * cols.element_size()
-                                + vals.numel() * vals.element_size())
-                self.bands.append((r0, r1, tiles))
+        self = torch.Tensor._make_wrapper_subclass(  # type: ignore[attr-defined]
+            cls, (n, m), dtype=adj.dtype, layout=torch.sparse_csr, device=adj.device,
+            requires_grad=False, dispatch_layout=True)
+        self.symmetric = bool(symmetric)
+        if len(rb) == 2 and len(cb) == 2:  # one tile: the matrix itself
+            self.bands = [(0, n, [(adj, 0, m)] if adj.values().numel() else [])]
+            self.structure_bytes = sum(t.numel() * t.element_size()
+                              for t in (adj.crow_indices(), adj.col_indices(), adj.values()))
+        else:
+            self.bands, self.structure_bytes = _tiles(adj, rb, cb)
+        return self
+
+    # No torch function overrides: Python-level attribute access stays plain; every aten
+    # operation reaches __torch_dispatch__, which knows only the layout query.
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        if func is torch.ops.prim.layout.default:
+            return torch.sparse_csr
+        raise GraphrecError(f"BlockedAdjacency supports products by spmm, symmetric_spmm and "
+                            f"LightGCNConv only, not {func}")
+
+    def __deepcopy__(self, memo: dict) -> "BlockedAdjacency":
+        return self  # immutable once built: a copy may share it
+
+    def __reduce_ex__(self, protocol: int):  # type: ignore[no-untyped-def]
+        raise GraphrecError("BlockedAdjacency is not saved: it is rebuilt from the training "
+                            "edges (the model's train_edges buffer)")
 
     @property
     def num_tiles(self) -> int:
         """Non-empty tiles: the products one ``A @ x`` makes."""
         return sum(len(tiles) for _, _, tiles in self.bands)
 
-    def __repr__(self) -> str:
-        return (f"BlockedAdjacency(shape={self.shape}, bands={len(self.bands)}, "
-                f"tiles={self.num_tiles})")
+    def __repr__(self) -> str:  # type: ignore[override]
+        return (f"BlockedAdjacency(shape={tuple(self.shape)}, bands={len(self.bands)}, "
+                f"tiles={self.num_tiles}, symmetric={self.symmetric})")
 
-    def matmul(self, x: Tensor) -> Tensor:
+    def matmul(self, x: Tensor) -> Tensor:  # type: ignore[override]
         """``A @ x`` for dense ``x [M, F]``, accumulated tile by tile into one output."""
         if x.dim() != 2 or x.shape[0] != self.shape[1]:
-            raise GraphrecError(f"BlockedAdjacency: cannot multiply {self.shape} by "
+            raise GraphrecError(f"BlockedAdjacency: cannot multiply {tuple(self.shape)} by "
                                 f"{tuple(x.shape)}")
         out = x.new_empty(self.shape[0], x.shape[1])
         for r0, r1, tiles in self.bands:
@@ -170,6 +192,47 @@ class BlockedAdjacency:
             for j, (tile, lo, hi) in enumerate(tiles):
                 band.addmm_(tile, x[lo:hi], beta=0.0 if j == 0 else 1.0)
         return out
+
+
+def _tiles(adj: Tensor, rb: list[int], cb: list[int]
+           ) -> tuple[list[tuple[int, int, list[tuple[Tensor, int, int]]]], int]:
+    """The bands of :class:`BlockedAdjacency` and their bytes, cut from the CSR ``adj``."""
+    crow, col, val = adj.crow_indices(), adj.col_indices(), adj.values()
+    starts = torch.tensor(cb[:-1], device=adj.device)
+    bands: list[tuple[int, int, list[tuple[Tensor, int, int]]]] = []
+    nbytes = 0
+    k = len(cb) - 1
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        for r0, r1 in zip(rb, rb[1:]):
+            rows, first, last = r1 - r0, int(crow[r0]), int(crow[r1])
+            # the band's non-zeros are one contiguous run of the CSR, row-major
+            row = torch.repeat_interleave(torch.arange(rows, device=adj.device),
+                                          crow[r0:r1 + 1].diff().long())
+            band_col = col[first:last].long()
+            block = torch.bucketize(band_col, starts, right=True) - 1
+            order = torch.sort(block, stable=True).indices  # keeps row-major order per tile
+            counts = torch.bincount(block * rows + row, minlength=k * rows).view(k, rows)
+            del row
+            crows = torch.zeros(k, rows + 1, dtype=crow.dtype, device=adj.device)
+            crows[:, 1:] = counts.cumsum(1)
+            ends = counts.sum(1).cumsum(0).tolist()
+            cols = (band_col - starts[block])[order].to(col.dtype)
+            vals = val[first:last][order]
+            del band_col, block, order
+            tiles, begin = [], 0
+            for j, end in enumerate(ends):
+                if end > begin:
+                    lo, hi = cb[j], cb[j + 1]
+                    tile = torch.sparse_csr_tensor(crows[j].clone(), cols[begin:end],
+                                                   vals[begin:end], (rows, hi - lo),
+                                                   check_invariants=False)
+                    tiles.append((tile, lo, hi))
+                    nbytes += crows[j].numel() * crows.element_size()
+                begin = end
+            nbytes += cols.numel() * cols.element_size() + vals.numel() * vals.element_size()
+            bands.append((r0, r1, tiles))
+    return bands, nbytes
 
 
 def block_count(num_rows: int, num_cols: int, nnz: int, dim: int,
@@ -184,17 +247,19 @@ def block_count(num_rows: int, num_cols: int, nnz: int, dim: int,
     return max(1, min(wanted, nnz // max(1, 2 * num_rows)))
 
 
-def blocked_adjacency(adj: Tensor, dim: int, num_users: int | None = None
-                      ) -> Tensor | BlockedAdjacency:
-    """``adj`` as :class:`BlockedAdjacency` where that pays for products over ``dim`` features
-    (CPU, a table larger than :data:`CPU_BLOCK_BYTES`), else ``adj`` itself. ``num_users``: the
-    bipartite split (users ``0..U-1`` first, as :func:`normalized_adjacency` builds it), which
-    makes users and items the row bands; each side's columns are then cut by
-    :func:`block_count` for the band that reads them. The caller may drop ``adj`` afterwards:
-    the tiles hold their own copy."""
+def blocked_adjacency(adj: Tensor, dim: int, num_users: int | None = None,
+                      symmetric: bool = True) -> BlockedAdjacency:
+    """``adj`` as the :class:`BlockedAdjacency` that products over ``dim`` features run
+    fastest on: tiles on a CPU when the table is larger than :data:`CPU_BLOCK_BYTES`, else one
+    tile, ``adj`` itself (GPUs keep the one cuSPARSE call; measured on CPU only).
+    ``num_users``: the bipartite split (users ``0..U-1`` first, as :func:`normalized_adjacency`
+    builds it), which makes users and items the row bands; each side's columns are then cut
+    by :func:`block_count` for the band that reads them. The caller may drop ``adj``
+    afterwards: tiles hold their own copy. ``symmetric``: ``adj`` is symmetric (the normalized
+    adjacency is)."""
     n, m = (int(d) for d in adj.shape)
     if adj.device.type != "cpu" or m * dim * 4 <= CPU_BLOCK_BYTES:
-        return adj  # GPUs keep the one cuSPARSE call (measured on CPU only); small tables fit
+        return BlockedAdjacency(adj, [0, n], [0, m], symmetric)
     nnz = adj.values().numel()
     if num_users is not None and 0 < num_users < min(n, m):
         row_bounds = [0, num_users, n]
@@ -208,12 +273,12 @@ def blocked_adjacency(adj: Tensor, dim: int, num_users: int | None = None
         k = block_count(readers, hi - lo, side_nnz, dim)
         width = -(-(hi - lo) // k)
         col_bounds += list(range(lo + width, hi, width)) + [hi]
-    if len(row_bounds) == len(col_bounds) == 2:
-        return adj  # one tile: a copy of the matrix for nothing
-    return BlockedAdjacency(adj, row_bounds, col_bounds)
+    if len(col_bounds) == 2:
+        row_bounds = [0, n]  # one block: the matrix itself, not a copy for nothing
+    return BlockedAdjacency(adj, row_bounds, col_bounds, symmetric)
 
 
-def spmm(adj: Tensor | BlockedAdjacency, x: Tensor) -> Tensor:
+def spmm(adj: Tensor, x: Tensor) -> Tensor:
     """``adj @ x`` for a sparse ``adj [N, M]`` (CSR or :class:`BlockedAdjacency`) and dense
     ``x [M, F]``, written straight into one new ``[N, F]`` tensor. ``adj @ x`` itself allocates
     a zeroed ``[N, F]`` input beside its result (torch computes it as ``addmm(zeros, adj, x)``):
@@ -229,7 +294,7 @@ class _SymmetricSpMM(torch.autograd.Function):
     """``A X`` for a symmetric sparse ``A``: the backward is ``A G`` (``A^T = A``)."""
 
     @staticmethod
-    def forward(ctx, adj: Tensor | BlockedAdjacency, x: Tensor) -> Tensor:  # noqa: D102
+    def forward(ctx, adj: Tensor, x: Tensor) -> Tensor:  # noqa: D102
         ctx.adj = adj
         return spmm(adj, x)
 
@@ -238,71 +303,71 @@ class _SymmetricSpMM(torch.autograd.Function):
         return None, spmm(ctx.adj, grad)
 
 
-def symmetric_spmm(adj: Tensor | BlockedAdjacency, x: Tensor) -> Tensor:
+def symmetric_spmm(adj: Tensor, x: Tensor) -> Tensor:
     """``adj @ x`` for a symmetric sparse ``adj [N, N]`` (CSR or :class:`BlockedAdjacency`) and
     dense ``x [N, F]``, with the cheap backward. ``adj`` itself gets no gradient. The caller
     guarantees symmetry."""
     return _SymmetricSpMM.apply(adj, x)
 
 
-class SymmetricLGConv(LGConv):
-    """PyG's :class:`~torch_geometric.nn.conv.LGConv` over a prebuilt, already normalized,
-    symmetric sparse adjacency: ``x' = A~ x``, aggregated by :func:`symmetric_spmm`.
+BACKENDS = ("symmetric", "autograd", "edge_index")
+DEFAULT_BACKEND = "symmetric"
 
-    Call as ``conv(x, adj)`` with ``adj`` from :func:`normalized_adjacency` (a sparse tensor,
-    through PyG's ``propagate``) or :func:`blocked_adjacency` (:class:`BlockedAdjacency`, which PyG
-    does not know: multiplied directly, the same aggregation).
+#: what :class:`LightGCNConv` propagates over: a sparse matrix (``adj_t``), or PyG's
+#: ``(edge_index, edge_weight)``
+Adjacency = Union[Tensor, tuple[Tensor, Tensor]]
+
+
+def lightgcn_adjacency(graph: HeteroData, dim: int, backend: str = DEFAULT_BACKEND,
+                       device: torch.device | str | None = None) -> Adjacency:
+    """The normalized training adjacency in the form ``backend`` propagates over (see the
+    module docstring), built once on ``device`` for products over ``dim`` features."""
+    if backend not in BACKENDS:
+        raise GraphrecError(f"propagation: unknown backend {backend!r}; choose one of "
+                            f"{', '.join(BACKENDS)}")
+    adj = normalized_adjacency(graph, device)
+    if backend == "symmetric":
+        return blocked_adjacency(adj, dim, int(graph[USER].num_nodes))
+    if backend == "edge_index":
+        coo = adj.to_sparse_coo()
+        # symmetric, so rows and columns may be read either way round; PyG scatters need int64
+        return coo.indices().long(), coo.values()
+    return adj
+
+
+class LightGCNConv(LGConv):
+    r"""One LightGCN layer, :math:`x' = \tilde A x`, as a PyG ``MessagePassing`` operator:
+    PyG's :class:`~torch_geometric.nn.conv.LGConv` over an adjacency normalized once by the
+    caller (``normalize=False``), with graphrec's product in ``message_and_aggregate``.
+
+    Call as ``conv(x, adj_t)`` or ``conv(x, edge_index, edge_weight)``; ``x`` may be a
+    bipartite pair ``(x_src, x_dst)`` (messages come from ``x_src``), as ``HeteroConv`` and
+    ``to_hetero`` pass it. ``propagate`` is always the entry; the aggregation is
+
+    * a symmetric :class:`BlockedAdjacency` (:func:`lightgcn_adjacency`'s default):
+      :func:`symmetric_spmm`, whose backward is one more forward product;
+    * any other torch sparse matrix: ``torch.sparse.mm`` and its own backward;
+    * ``edge_index`` with ``edge_weight``: PyG's message passing, ``x_j * w`` summed per node.
+
+    Shapes: ``x [N, F]`` (or ``([N_src, F], [N_dst, F])``), ``adj_t [N_dst, N_src]`` sparse
+    or ``edge_index [2, E]`` -> ``[N_dst, F]``.
     """
 
     def __init__(self) -> None:
         super().__init__(normalize=False)
 
-    def forward(self, x: Tensor, edge_index: Tensor | BlockedAdjacency,  # type: ignore[override]
-                edge_weight: Tensor | None = None) -> Tensor:
-        if isinstance(edge_index, BlockedAdjacency):
-            return symmetric_spmm(edge_index, x)
-        return super().forward(x, edge_index, edge_weight)
-
-    def message_and_aggregate(self, adj_t: Tensor, x: Tensor) -> Tensor:  # noqa: D102
-        return symmetric_spmm(adj_t, x)
-
-
-class _AutogradLGConv(LGConv):
-    """``LGConv`` over the prebuilt adjacency with torch's own sparse autograd."""
-
-    def __init__(self) -> None:
-        super().__init__(normalize=False)
-
-    def message_and_aggregate(self, adj_t: Tensor, x: Tensor) -> Tensor:  # noqa: D102
+    def message_and_aggregate(self, adj_t: Tensor, x: Tensor | tuple[Tensor, Tensor]  # noqa: D102
+                              ) -> Tensor:
+        if isinstance(x, (tuple, list)):
+            x = x[0]
+        if isinstance(adj_t, BlockedAdjacency):
+            if adj_t.symmetric:
+                return symmetric_spmm(adj_t, x)
+            if torch.is_grad_enabled() and x.requires_grad:
+                raise GraphrecError("LightGCNConv: gradients through a BlockedAdjacency need "
+                                    "it symmetric (pass symmetric=True or a torch sparse matrix)")
+            return spmm(adj_t, x)
         return torch.sparse.mm(adj_t, x)
-
-
-class _EdgeIndexLGConv(torch.nn.Module):
-    """``LGConv`` message passing over the adjacency's ``edge_index`` and weights."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = LGConv(normalize=False)
-        self._cache: tuple[Tensor, Tensor, Tensor] | None = None
-
-    def forward(self, x: Tensor, adj: Tensor) -> Tensor:  # noqa: D102
-        if self._cache is None or self._cache[0] is not adj:
-            coo = adj.to_sparse_coo()
-            # the adjacency is symmetric, so rows and columns may be read either way round
-            self._cache = (adj, coo.indices().long(), coo.values())  # PyG scatters need int64
-        return self.conv(x, self._cache[1], self._cache[2])
-
-
-def make_conv(backend: str = DEFAULT_BACKEND) -> torch.nn.Module:
-    """One propagation layer ``x -> A~ x`` of ``backend`` (see the module docstring)."""
-    if backend == "symmetric":
-        return SymmetricLGConv()
-    if backend == "autograd":
-        return _AutogradLGConv()
-    if backend == "edge_index":
-        return _EdgeIndexLGConv()
-    raise GraphrecError(f"propagation: unknown backend {backend!r}; choose one of "
-                        f"{', '.join(BACKENDS)}")
 
 
 class LightGCNEncoder(torch.nn.Module):
@@ -315,14 +380,12 @@ class LightGCNEncoder(torch.nn.Module):
     Args:
         num_layers: ``K``; 0 returns the input (plain embedding lookup: MF and BPR).
         layer_weights: ``alpha_0..alpha_K``; default ``1 / (K + 1)`` each (the mean).
-        backend: how a layer is computed (:data:`BACKENDS`; default ``"symmetric"``, the fastest
-            measured, see the module docstring).
 
-    Shapes: ``x [U+I, F]`` and ``adj [U+I, U+I]`` sparse -> ``[U+I, F]``.
+    Shapes: ``x [U+I, F]`` and ``adj`` (:data:`Adjacency`, from :func:`lightgcn_adjacency`)
+    -> ``[U+I, F]``.
     """
 
-    def __init__(self, num_layers: int = 3, layer_weights: Sequence[float] | None = None,
-                 backend: str = DEFAULT_BACKEND) -> None:
+    def __init__(self, num_layers: int = 3, layer_weights: Sequence[float] | None = None) -> None:
         super().__init__()
         if num_layers < 0:
             raise GraphrecError(f"num_layers must be >= 0, got {num_layers}")
@@ -333,13 +396,17 @@ class LightGCNEncoder(torch.nn.Module):
                                 f"got {len(weights)}")
         self.num_layers = num_layers
         self.register_buffer("layer_weights", torch.tensor(weights))
-        self.conv = make_conv(backend)
+        self.conv = LightGCNConv()
 
-    def forward(self, x: Tensor, adj: Tensor) -> Tensor:
-        if self.num_layers == 0:
-            return x * self.layer_weights[0]
+    def forward(self, x: Tensor, adj: Adjacency | None) -> Tensor:
         out = x * self.layer_weights[0]
+        if self.num_layers == 0:
+            return out
+        if adj is None:
+            raise GraphrecError("LightGCNEncoder: propagation needs the training adjacency "
+                                "(fit the model on its training graph first)")
+        args = adj if isinstance(adj, tuple) else (adj,)
         for k in range(1, self.num_layers + 1):
-            x = self.conv(x, adj)  # [U+I, F]
+            x = self.conv(x, *args)  # [U+I, F]
             out = out + x * self.layer_weights[k]
         return out

@@ -1,0 +1,1 @@
+"""Serving: item indexes (exact and faiss) for retrievers."""
