@@ -39,6 +39,13 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                    help="which of duplicate (user, item) interactions to keep (default: last)")
 
 
+def add_index_set_argument(parser: Any) -> None:
+    """``--index-set KEY=VALUE``, the item index's settings (shared by train and recommend)."""
+    parser.add_argument("--index-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an index setting: nlist, nprobe, hnsw_m, ef_construction, "
+                             "ef_search, pq_bytes, threads (repeatable)")
+
+
 def format_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
     """A plain fixed-width table."""
     cells = [[str(h) for h in header]] + [[_fmt(c) for c in r] for r in rows]

@@ -22,7 +22,7 @@ import torch
 
 from graphrec.batches import History
 from graphrec.checkpoint import Checkpoint, load_checkpoint
-from graphrec.cli import format_table, run
+from graphrec.cli import add_index_set_argument, format_table, run
 from graphrec.errors import GraphrecError
 from graphrec.evaluation.evaluator import device_of, topk_excluding
 from graphrec.models.base import Retriever
@@ -110,9 +110,7 @@ def parser() -> argparse.ArgumentParser:
                    help="exact: score every item with the model (default); flat, ivf, ivfpq, "
                         "hnsw: search an item index of a retriever's vectors (lightgcn, bpr, mf, "
                         "sasrec, bert4rec; saved in the run folder); others score exactly")
-    p.add_argument("--index-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="an index setting: nlist, nprobe, hnsw_m, ef_construction, ef_search, "
-                        "pq_bytes, threads (repeatable)")
+    add_index_set_argument(p)
     p.add_argument("--json", action="store_true", help="one JSON object per user instead of a table")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     return p

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from graphrec.checkpoint import CHECKPOINT_NAME, save_checkpoint
-from graphrec.cli import add_data_arguments, format_table, run
+from graphrec.cli import add_data_arguments, add_index_set_argument, format_table, run
 from graphrec.config import RunConfig, parse_option, read_toml, resolve
 from graphrec.data.graph import Dataset
 from graphrec.data.source import load_data
@@ -101,9 +101,7 @@ def parser() -> argparse.ArgumentParser:
                    help="also evaluate the test part through an item index of a retriever's "
                         "vectors (flat, ivf, ivfpq, hnsw), beside exact scoring (default exact: "
                         "no index); the index is saved in the run folder")
-    e.add_argument("--index-set", action="append", default=[], metavar="KEY=VALUE",
-                   help="an index setting: nlist, nprobe, hnsw_m, ef_construction, ef_search, "
-                        "pq_bytes, threads (repeatable)")
+    add_index_set_argument(e)
     return p
 
 

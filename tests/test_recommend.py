@@ -291,7 +291,7 @@ def test_saved_index_is_reused_checked_and_rebuilt(dot_runs, tmp_path):
 @pytest.mark.parametrize("options,message", [
     (["nlist=100"], "nlist: 100 lists for 45 items"),
     (["pq_bytes=3"], "pq_bytes: 3 does not divide the vectors' dimension 8"),
-    (["nprobe=0"], "nprobe: must be at least 1"),
+    (["nprobe=-1"], "nprobe: must be >= 0"),
     (["magic=1"], "--index-set: expected KEY=VALUE"),
     (["ef_search=abc"], "ef_search must be an integer"),
 ])
