@@ -52,8 +52,12 @@ def item_titles(ds: Dataset) -> list[str] | None:
 
 def save_checkpoint(path: str | Path, model_name: str, model_cfg: Any, model: Recommender,
                     ds: Dataset, config: dict[str, Any]) -> None:
-    """Write a checkpoint for ``model`` trained on ``ds`` (atomically)."""
+    """Write a checkpoint for ``model`` trained on ``ds`` (atomically); a model with non-finite
+    weights is refused, never saved."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise GraphrecError(f"{path}: not saved: the model's {bad[0]} has non-finite values")
     seen_ptr, seen_items = user_sequences(ds.graph)
     atomic_torch_save(path, {
         "format": FORMAT, "version": VERSION, "model": model_name,

@@ -76,7 +76,7 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
         return e.exit_code
     except GraphrecError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -20,12 +20,24 @@ from typing import Any
 from graphrec.data.source import DataConfig
 from graphrec.errors import GraphrecError
 from graphrec.evaluation.evaluator import EvalConfig
+from graphrec.options import checked
 from graphrec.serve.index import IndexConfig
 from graphrec.split import SplitConfig
 from graphrec.trainer import TrainConfig
 
 SECTIONS = {"data": DataConfig, "split": SplitConfig, "eval": EvalConfig, "train": TrainConfig,
             "index": IndexConfig}
+# command-line flags named differently from the field they set (the others: --field-name)
+FLAG_NAMES = {("", "seed"): "--seed", ("data", "path"): "--data", ("data", "header"): "--no-header",
+              ("split", "method"): "--split", ("split", "seed"): "--split-seed",
+              ("eval", "ks"): "--k", ("eval", "batch_users"): "--eval-batch",
+              ("eval", "exclude_seen"): "--keep-seen", ("eval", "progress"): "--no-progress",
+              ("train", "progress"): "--no-progress", ("index", "kind"): "--index"}
+
+
+def flag_names(section: str, keys: Any) -> dict[str, str]:
+    """The command-line flag of each field of ``section`` (for messages)."""
+    return {k: FLAG_NAMES.get((section, k), "--" + k.replace("_", "-")) for k in keys}
 TOP_LEVEL = ("model", "out", "device", "seed")
 
 
@@ -72,13 +84,15 @@ def read_toml(path: str | Path) -> dict[str, Any]:
             if not isinstance(value, dict):
                 raise GraphrecError(f"{path}: [{key}] must be a table")
             _check_keys(f"{path}: [{key}]", value, SECTIONS[key])
+            values[key] = checked(SECTIONS[key], value, f"{path}: [{key}] ")
         elif key == "model_options":
             if not isinstance(value, dict):
                 raise GraphrecError(f"{path}: [model_options] must be a table")
         elif key not in TOP_LEVEL:
             raise GraphrecError(f"{path}: unknown key {key!r}; known keys are "
                                 f"{', '.join(TOP_LEVEL + tuple(SECTIONS) + ('model_options',))}")
-    return values
+    top = checked(RunConfig, {k: v for k, v in values.items() if k in TOP_LEVEL}, f"{path}: ")
+    return {**values, **top}
 
 
 def resolve(file_values: dict[str, Any], flags: dict[str, dict[str, Any]]) -> RunConfig:
@@ -87,13 +101,16 @@ def resolve(file_values: dict[str, Any], flags: dict[str, dict[str, Any]]) -> Ru
     ``flags`` has the same shape as the file: ``{"": top-level, "data": {...}, ...}``.
     """
     top = {k: v for k, v in file_values.items() if k in TOP_LEVEL}
-    top.update({k: v for k, v in flags.get("", {}).items() if v is not None})
+    top_flags = {k: v for k, v in flags.get("", {}).items() if v is not None}
+    top.update(checked(RunConfig, top_flags, "", flag_names("", top_flags)))
     sections = {}
     for name, cls in SECTIONS.items():
         merged = dict(model_train_defaults(top.get("model", "pop"))) if name == "train" else {}
         merged.update(file_values.get(name, {}))
-        merged.update({k: v for k, v in flags.get(name, {}).items() if v is not None})
-        _check_keys(f"[{name}]", merged, cls)
+        given = {k: v for k, v in flags.get(name, {}).items() if v is not None}
+        _check_keys(f"[{name}]", {**merged, **given}, cls)
+        merged = checked(cls, merged, f"[{name}] ")
+        merged.update(checked(cls, given, "", flag_names(name, given)))
         try:
             sections[name] = cls(**merged)
         except TypeError as e:

@@ -32,7 +32,11 @@ def parser() -> argparse.ArgumentParser:
 
 def _show(key: str, value: object) -> str:
     if key.startswith("time_"):
-        return datetime.fromtimestamp(int(value), tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        try:
+            return datetime.fromtimestamp(int(value), tz=timezone.utc).strftime(
+                "%Y-%m-%d %H:%M:%S UTC")
+        except (OverflowError, OSError, ValueError):  # beyond the calendar datetime knows
+            return f"{int(value):,} s"
     if key == "density":
         return f"{value:.6f}"
     if isinstance(value, float):
@@ -47,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output)
     if out.suffix != ".pt":
         raise GraphrecError(f"--output: {out} must end in .pt")
+    if out.is_dir():
+        raise GraphrecError(f"--output: {out} is a folder; name the graph file to write")
     start = time.perf_counter()
     columns = ColumnNames(args.user_col, args.item_col, args.rating_col, args.time_col,
                           args.header if args.header is not None else True)

@@ -7,6 +7,13 @@ class GraphrecError(ValueError):
     """Bad input or configuration. Command-line entry points print it as one line and exit 2."""
 
 
+class TrainingDiverged(GraphrecError):
+    """Training met a non-finite loss or gradient and stopped; the last good state is kept.
+    Command lines exit with code 1 (the run failed, the input was not necessarily bad)."""
+
+    exit_code = 1
+
+
 class TrainingInterrupted(GraphrecError):
     """Training stopped by Ctrl-C or SIGTERM after saving a resumable state.
 

@@ -118,12 +118,21 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    raw_users = list(args.user)
+    raw_users = [u.strip() for u in args.user]
+    if any(not u for u in raw_users):
+        raise GraphrecError("--user: an empty user id")
     if args.users_file:
         path = Path(args.users_file)
         if not path.is_file():
             raise GraphrecError(f"--users-file: {path}: no such file")
-        raw_users += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise GraphrecError(f"--users-file: {path}: not a text file (one raw user id per "
+                                "line)") from None
+        if "\0" in text:
+            raise GraphrecError(f"--users-file: {path}: not a text file (binary data)")
+        raw_users += [line.strip() for line in text.splitlines() if line.strip()]
     if not raw_users:
         raise GraphrecError("give at least one --user or a --users-file")
     ckpt = load_checkpoint(args.run, resolve_device(args.device))

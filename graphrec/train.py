@@ -36,6 +36,7 @@ from graphrec.schema import EDGE, PART, PART_TEST
 from graphrec.serve.index import INDEX_KINDS, retriever_index
 from graphrec.split import SPLIT_METHODS, Split, split
 from graphrec.plots import write_curves
+from graphrec.runfolder import RunFolder
 from graphrec.trainer import HISTORY_NAME, epochs_extendable, train_model
 from graphrec.utils import atomic_write_json, resolve_device
 
@@ -59,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
                    help="a model option, e.g. --set damping=10 (repeatable)")
     p.add_argument("--device", default=None, help="auto (CUDA when present), cpu, cuda, cuda:1")
     p.add_argument("--seed", type=int, default=None, help="global seed (default 0)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train into a --out folder that holds a run, removing its run files first")
     p.add_argument("--resume", default=None, metavar="RUN_DIR",
                    help="continue a stopped run from its folder, with its saved config (flags "
                         "that differ from it are errors, but --epochs may extend a run whose "
@@ -266,13 +269,15 @@ def metrics_table(metrics: dict[str, float]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.resume and args.overwrite:
+        raise GraphrecError("--overwrite: not with --resume (a resumed run continues its folder)")
     cfg = resume_config(args) if args.resume else config_from_args(args)
     out = Path(cfg.out) if cfg.out else Path("runs") / (
         f"{cfg.model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
-    if out.exists() and not out.is_dir():
-        raise GraphrecError(f"--out: {out} exists and is not a folder")
     cfg.out = str(out)
-    metrics = train(cfg, out, resume=bool(args.resume))
+    mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
+    with RunFolder(out, mode, "--resume" if args.resume else "--out"):
+        metrics = train(cfg, out, resume=bool(args.resume))
     print(f"{cfg.model} on {cfg.data.path or 'synthetic'} ({cfg.split.method} split), test:")
     print(metrics_table(metrics))
     index_file = out / "index_metrics.json"

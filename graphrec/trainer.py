@@ -38,12 +38,13 @@ import torch
 from tqdm.auto import tqdm
 
 from graphrec.batches import make_batches
-from graphrec.errors import GraphrecError, TrainingInterrupted
+from graphrec.errors import GraphrecError, TrainingDiverged, TrainingInterrupted
 from graphrec.evaluation.evaluator import EvalConfig, evaluate
 from graphrec.models.base import Recommender
 from graphrec.schema import EDGE
 from graphrec.split import Split
-from graphrec.utils import atomic_torch_save, load_artifact
+from graphrec.runfolder import append_line
+from graphrec.utils import atomic_torch_save, atomic_write_bytes, load_artifact, strict_json
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +103,12 @@ class TrainConfig:
                      "plateau_patience"):
             if getattr(self, name) < 1:
                 raise GraphrecError(f"--{name.replace('_', '-')}: must be at least 1")
-        if not self.lr > 0:
-            raise GraphrecError(f"--lr: must be positive, got {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise GraphrecError(f"--lr: must be a positive finite number, got {self.lr}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise GraphrecError(f"--weight-decay: must be >= 0, got {self.weight_decay}")
+        if self.patience < 0:
+            raise GraphrecError(f"--patience: must be >= 0 (0: never stop early), got {self.patience}")
 
 
 def build_optimizer(model: Recommender, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -291,6 +296,20 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
             "scheduler": sched.state_dict() if sched is not None else None,
             "generator": gen.get_state(), "torch_rng": torch.get_rng_state()})
 
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def diverged(what: str, epoch: int, batch: int, value: float) -> TrainingDiverged:
+        batches_per_epoch = math.ceil(n / cfg.batch_size)
+        cause = (f"the learning rate ({cfg.lr:g}) is likely too high; try a lower --lr"
+                 if epoch > 1 or batch > 1 else
+                 "it happened at the first batch: check the data (extreme ratings) and the "
+                 "model's options")
+        kept = (f"the last good state (after epoch {st['epoch']}) is kept in {state_path}"
+                if state_path is not None and st["epoch"] > 0 else "no state was saved")
+        shown = f"loss {value:g}" if what == "loss" else f"gradient (loss {value:g})"
+        return TrainingDiverged(f"training stopped: non-finite {shown} at epoch {epoch}, batch "
+                                f"{batch} of {batches_per_epoch}; {cause}; {kept}")
+
     def interrupted() -> TrainingInterrupted:
         signum = stop.signum or signal.SIGINT
         where = (f"resumable state saved in {state_path}; continue with: {resume_command}"
@@ -315,8 +334,14 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
         for s in range(first, n, cfg.batch_size):
             idx = order[s:s + cfg.batch_size]
             loss = model(batches.batch(idx, gen).to(device))
+            if not bool(torch.isfinite(loss)):
+                bar.close()
+                raise diverged("loss", epoch, s // cfg.batch_size + 1, float(loss.detach()))
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if not all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None):
+                bar.close()
+                raise diverged("gradient", epoch, s // cfg.batch_size + 1, float(loss.detach()))
             opt.step()
             st["total"] += loss.item() * idx.numel()
             bar.update(1)
@@ -350,8 +375,7 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
                  f", valid {cfg.metric} {record['valid'][cfg.metric]:.4f}" if "valid" in record else "",
                  record["seconds"])
         if history_path is not None:
-            with open(history_path, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            append_line(history_path, json.dumps(strict_json(record)))
         st.update(epoch=epoch, position=0, order=None, seconds=time.perf_counter() - start)
         if cfg.patience and st["stale"] >= cfg.patience:
             log.info("early stop: no better %s for %d evaluations", cfg.metric, st["stale"])
@@ -370,10 +394,20 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
 
 
 def _truncate_history(path: Path | None, epochs: int) -> None:
-    """Keep the first ``epochs`` lines: a run killed between writing a line and saving its state
-    would otherwise repeat that epoch's line."""
-    if path is None or not path.exists():
+    """Keep the first ``epochs`` complete lines: a run killed between writing a line and saving
+    its state would otherwise repeat that epoch's line, and a line cut short by a kill would be
+    glued to the next record (it is dropped, with a warning). Rewritten atomically, never
+    through a link."""
+    if path is None or not (path.exists() or path.is_symlink()):
         return
-    lines = path.read_text().splitlines(keepends=True)
-    if len(lines) > epochs:
-        path.write_text("".join(lines[:epochs]))
+    if path.is_symlink():
+        raise GraphrecError(f"{path} is a symbolic link; graphrec never writes through links")
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        log.warning("%s: dropped a half-written last line (%d bytes) before resuming", path,
+                    len(lines[-1]))
+        lines = lines[:-1]
+    kept = lines[:epochs]
+    if "".join(kept) != text:
+        atomic_write_bytes(path, "".join(kept).encode())

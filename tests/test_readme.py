@@ -46,12 +46,12 @@ def test_readme_has_examples():
     assert len(commands()) >= 4 and blocks("python") and blocks("toml")
 
 
-@pytest.mark.parametrize("command", commands())
-def test_command_runs(command, shared_workdir):
+@pytest.mark.parametrize("number,command", list(enumerate(commands())))
+def test_command_runs(number, command, shared_workdir):
     argv = shlex.split(command)
     argv[0] = sys.executable
-    if "graphrec.train" in command:
-        argv += ["--no-progress"] + ([] if "--out" in argv else ["--out", "run"])
+    if "graphrec.train" in command:  # a run folder of its own: reuse needs --overwrite
+        argv += ["--no-progress"] + ([] if "--out" in argv else ["--out", f"run-{number}"])
     proc = subprocess.run(argv, cwd=shared_workdir, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
 

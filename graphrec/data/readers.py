@@ -33,6 +33,10 @@ RATING_ALIASES = ("rating", "ratings", "score", "stars")
 TIME_ALIASES = ("timestamp", "time", "ts", "datetime", "date", "unix_timestamp")
 
 _INT_RE = r"(?:0|-?[1-9][0-9]*)"  # canonical integers only: "007" and "-0" stay strings
+# integers as float-formatting tools write them ("12.0"): the same ids as "12"
+_INT_FLOAT_RE = _INT_RE + r"(?:\.0+)?"
+# timestamps beyond these seconds do not fit int64 (a timestamp of 1e30 is a broken file)
+_MAX_SECONDS = float(2**63 - 1024)
 _PROGRESS_BYTES = 64 << 20  # show a progress bar for inputs larger than this
 
 
@@ -75,14 +79,15 @@ def _lines(frame: pd.DataFrame, mask: np.ndarray) -> str:
 
 
 def convert_ids(values: pd.Series, what: str, path: str) -> pd.Series:
-    """Raw ids: int64 when every id is a plain integer, else stripped strings. Empty is an error."""
+    """Raw ids: int64 when every id is a plain integer (``12`` and ``12.0`` alike, the way
+    float-formatting exports write integers), else stripped strings. Empty is an error."""
     s = values.astype("string").str.strip()
     empty = (s.isna() | (s == "")).to_numpy()
     if empty.any():
         raise GraphrecError(f"{path}: {_lines(s.to_frame(), empty)}: empty {what} id")
-    if s.str.fullmatch(_INT_RE).all():
+    if s.str.fullmatch(_INT_RE).all() or s.str.fullmatch(_INT_FLOAT_RE).all():
         try:
-            return s.astype("int64")
+            return s.str.replace(r"\.0+$", "", regex=True).astype("int64")
         except (OverflowError, ValueError):
             pass  # integers beyond int64 stay strings
     return s.astype(object)
@@ -97,7 +102,17 @@ def convert_rating(values: pd.Series, path: str) -> pd.Series:
         raise GraphrecError(
             f"{path}: {_lines(values.to_frame(), bad)}: rating {str(first)!r} is not a finite number"
         )
-    return num.astype("float32")
+    # checked again as stored: 1e40 is finite in float64 and infinite in float32
+    with np.errstate(over="ignore"):
+        stored = num.to_numpy(dtype="float64").astype(np.float32)
+    bad = ~np.isfinite(stored)
+    if bad.any():
+        first = values[bad].iloc[0]
+        raise GraphrecError(
+            f"{path}: {_lines(values.to_frame(), bad)}: rating {str(first)!r} is beyond float32 "
+            "(ratings are stored as float32, up to 3.4e38)"
+        )
+    return pd.Series(stored, index=values.index)
 
 
 def convert_time(values: pd.Series, path: str) -> pd.Series:
@@ -105,9 +120,15 @@ def convert_time(values: pd.Series, path: str) -> pd.Series:
     text = values.astype("string").str.strip()
     num = pd.to_numeric(text, errors="coerce")
     if not num.isna().any():
-        bad = ~np.isfinite(num.to_numpy(dtype="float64"))
+        seconds = num.to_numpy(dtype="float64")
+        bad = ~np.isfinite(seconds)
         if bad.any():
             raise GraphrecError(f"{path}: {_lines(values.to_frame(), bad)}: timestamps must be finite")
+        bad = np.abs(seconds) > _MAX_SECONDS
+        if bad.any():
+            first = values[bad].iloc[0]
+            raise GraphrecError(f"{path}: {_lines(values.to_frame(), bad)}: timestamp "
+                                f"{str(first)!r} is outside int64 seconds")
         return num.astype("float64").round().astype("int64")
     try:
         parsed = pd.to_datetime(text, errors="coerce", utc=True, format="mixed")
@@ -128,6 +149,34 @@ def convert_time(values: pd.Series, path: str) -> pd.Series:
     # Timedelta, which is right at any resolution.
     epoch = pd.Timestamp(0, tz="UTC")
     return ((parsed - epoch) // pd.Timedelta(seconds=1)).astype("int64")
+
+
+def _not_utf8(path: Path, error: UnicodeDecodeError | None = None) -> str:
+    """One line for a file that is not UTF-8 text: binary data, or where the first byte that is
+    not UTF-8 sits (found by decoding the file again, since a parser's error offset is within
+    its buffer), and what to do about it."""
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset, line = 0, 1
+    with open(path, "rb") as fh:
+        while True:
+            chunk = fh.read(1 << 20)
+            if not chunk:
+                break
+            if b"\0" in chunk:
+                at = offset + chunk.index(b"\0")
+                return f"{path}: not a text file (binary data at byte {at})"
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as e:
+                where = offset + e.start
+                line += chunk[:e.start].count(b"\n")
+                return (f"{path}: not UTF-8 text (byte 0x{chunk[e.start]:02x} at line {line}, "
+                        f"offset {where}); re-encode it as UTF-8, e.g. iconv -f latin1 -t utf-8")
+            offset += len(chunk)
+            line += chunk.count(b"\n")
+    return f"{path}: not UTF-8 text ({error.reason if error else 'undecodable'})"
 
 
 def _finish(frame: pd.DataFrame, path: str) -> pd.DataFrame:
@@ -195,7 +244,7 @@ def _read_delimited(
             f"{path}: lines have more fields than {'the header names' if header else 'expected'}"
         ) from None
     except UnicodeDecodeError as e:
-        raise GraphrecError(f"{path}: not a text file ({e.reason})") from None
+        raise GraphrecError(_not_utf8(path, e)) from None
     frame.index = frame.index + (2 if header else 1)
     frame = frame[~(frame == "").all(axis=1).to_numpy()]  # blank lines
     if n_fields is not None and len(frame):
@@ -220,7 +269,7 @@ def read_movielens_dat(path: str | Path) -> RawData:
     try:
         text = path.read_text()
     except UnicodeDecodeError as e:
-        raise GraphrecError(f"{path}: not a text file ({e.reason})") from None
+        raise GraphrecError(_not_utf8(path, e)) from None
     # pandas' C parser takes one-character separators only; '::' -> tab keeps it fast.
     buf = io.StringIO(text.replace("::", "\t"))
     try:
@@ -403,7 +452,7 @@ def _read_adjacency(path: Path) -> pd.DataFrame:
     try:
         text = path.read_text()
     except UnicodeDecodeError as e:
-        raise GraphrecError(f"{path}: not a text file ({e.reason})") from None
+        raise GraphrecError(_not_utf8(path, e)) from None
     lines = text.splitlines()
     iterator = tqdm(lines, desc=f"reading {path.name}", unit="line",
                     disable=len(text) < _PROGRESS_BYTES)
@@ -424,6 +473,12 @@ def _read_adjacency(path: Path) -> pd.DataFrame:
     return frame
 
 
+def _fits_int64(value: object) -> bool:
+    """Whether ``value`` is the text of an integer that fits int64."""
+    text = str(value)
+    return bool(pd.Series([text]).str.fullmatch(_INT_RE).iloc[0]) and -2**63 <= int(text) < 2**63
+
+
 def read_lightgcn(train: str | Path, test: str | Path | None = None) -> RawData:
     """The LightGCN/NGCF pair ``train.txt``/``test.txt`` (one line per user:
     ``user item item ...``). Edges carry ``part`` = train or test; test ids must occur in train.
@@ -431,11 +486,21 @@ def read_lightgcn(train: str | Path, test: str | Path | None = None) -> RawData:
     train = Path(train)
     parts = [_read_adjacency(train).assign(part=PART_TRAIN)]
     if not len(parts[0]):
-        raise GraphrecError(f"{train}: no interactions (empty file)")
+        empty = not train.read_bytes().strip()
+        raise GraphrecError(f"{train}: no interactions (" + (
+            "empty file)" if empty else "every line holds a user id without items; the format "
+            "is 'user item item ...' per line)"))
     if test is not None:
         test = Path(test)
         parts.append(_read_adjacency(test).assign(part=PART_TEST))
     frames = [_finish(p, str(f)) for p, f in zip(parts, [train, test])]
+    for frame, f in zip(frames, [train, test]):
+        for col in ("user", "item"):
+            if frame[col].dtype.kind != "i":  # the format numbers users and items
+                bad = ~frame[col].map(_fits_int64).to_numpy()  # an error path: a loop is fine
+                raise GraphrecError(f"{f}: {_lines(frame, bad)}: {col} id "
+                                    f"{str(frame[col][bad].iloc[0])!r} is not a 64-bit integer "
+                                    "(LightGCN files hold integer ids)")
     if len(frames) == 2:
         tr, te = frames
         for col in ("user", "item"):

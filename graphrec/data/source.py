@@ -56,6 +56,14 @@ def load_data(cfg: DataConfig) -> Dataset:
                      cfg.min_rating, cfg.kcore)
     path = Path(cfg.path)
     if is_graph_file(path) and cfg.format != "pyg":
+        given = [(flag, value) for flag, value in (
+            ("--format", cfg.format), ("--user-col", cfg.user_col), ("--item-col", cfg.item_col),
+            ("--rating-col", cfg.rating_col), ("--time-col", cfg.time_col),
+            ("--edge-type", cfg.edge_type), ("--no-header", None if cfg.header else False),
+            ("--dedup", None if cfg.dedup == "last" else cfg.dedup)) if value is not None]
+        if given:
+            raise GraphrecError(f"{given[0][0]}: {path} is already converted; reading options "
+                                "apply when converting (python -m graphrec.convert)")
         ds = load(path)
         for option, value, saved in (("--min-rating", cfg.min_rating, ds.meta.get("min_rating")),
                                      ("--kcore", cfg.kcore or None, ds.meta.get("kcore"))):

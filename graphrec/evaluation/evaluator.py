@@ -160,7 +160,9 @@ def evaluate_ranking(
         raise GraphrecError("evaluation: no user has a held-out item")
     kmax = max(cfg.ks)
     batch = cfg.batch_users or max(1, (1 << 25) // max(1, num_items))
-    sums = {f"{m}@{k}": 0.0 for m in cfg.metrics for k in cfg.ks}
+    # per-user values in user order, summed once at the end in float64: the same result at any
+    # batch size (per-batch float sums would differ in the last digits)
+    per_user: dict[str, list[torch.Tensor]] = {f"{m}@{k}": [] for m in cfg.metrics for k in cfg.ks}
     bar = tqdm(total=users.numel(), desc="evaluating", unit="user", disable=not cfg.progress,
                leave=False)
     dev = device_of(model)
@@ -189,10 +191,10 @@ def evaluate_ranking(
         n_rel = rel_ptr[u + 1] - rel_ptr[u]
         for m in cfg.metrics:
             for k in cfg.ks:
-                sums[f"{m}@{k}"] += float(METRIC_FUNCTIONS[m](hits, n_rel, k).sum())
+                per_user[f"{m}@{k}"].append(METRIC_FUNCTIONS[m](hits, n_rel, k).double().cpu())
         bar.update(u.numel())
     bar.close()
-    out = {key: value / users.numel() for key, value in sums.items()}
+    out = {key: float(torch.cat(values).sum()) / users.numel() for key, values in per_user.items()}
     out["users"] = int(users.numel())
     return out
 

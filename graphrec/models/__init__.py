@@ -15,6 +15,7 @@ from graphrec.models.ncf import NCF, MLPRating, MLPRatingConfig, NCFConfig
 from graphrec.models.pop import PopConfig, Popularity
 from graphrec.models.random import RandomConfig, RandomRecommender
 from graphrec.models.sasrec import SASRec, SASRecConfig
+from graphrec.options import checked
 
 REGISTRY: dict[str, tuple[type[Recommender], type]] = {
     "pop": (Popularity, PopConfig),
@@ -48,7 +49,7 @@ def model_config(name: str, values: dict[str, Any] | None = None) -> Any:
     if unknown:
         raise GraphrecError(f"model {name}: unknown option {unknown[0]!r}; options are "
                             f"{', '.join(sorted(known)) or 'none'}")
-    return cls(**values)
+    return cls(**checked(cls, values, f"model {name} option "))
 
 
 def build_model(name: str, num_users: int, num_items: int, cfg: Any = None) -> Recommender:

@@ -56,6 +56,8 @@ class BERT4Rec(SequenceRecommender):
             raise GraphrecError(f"bert4rec: mask_prob must lie in (0, 1), got {cfg.mask_prob}")
         if cfg.dim < 1 or cfg.heads < 1 or cfg.dim % cfg.heads or cfg.num_blocks < 0:
             raise GraphrecError("bert4rec: need dim >= 1 divisible by heads >= 1, num_blocks >= 0")
+        if not 0 <= cfg.dropout < 1:
+            raise GraphrecError(f"bert4rec: dropout must lie in [0, 1), got {cfg.dropout}")
         self.mask_token = num_items + 1
         self.window_length = cfg.max_len
         self.mask_prob = cfg.mask_prob

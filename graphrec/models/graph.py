@@ -60,6 +60,8 @@ class GraphModel(Recommender):
         name = type(self).__name__.lower()
         if dim < 1:
             raise GraphrecError(f"{name}: dim must be at least 1, got {dim}")
+        if not init_std > 0:
+            raise GraphrecError(f"{name}: init_std must be > 0, got {init_std}")
         if propagation not in BACKENDS:
             raise GraphrecError(f"{name}: propagation must be one of {', '.join(BACKENDS)}, "
                                 f"got {propagation!r}")

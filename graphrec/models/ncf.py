@@ -128,6 +128,8 @@ class NCF(GraphModel):
         cfg = cfg or NCFConfig()
         if cfg.variant not in VARIANTS:
             raise GraphrecError(f"ncf: variant must be one of {VARIANTS}, got {cfg.variant!r}")
+        if not 0 <= cfg.dropout < 1 or cfg.l2 < 0:
+            raise GraphrecError(f"ncf: need dropout in [0, 1) and l2 >= 0, got {cfg.dropout}, {cfg.l2}")
         use_gmf, use_mlp = cfg.variant != "mlp", cfg.variant != "gmf"
         if use_gmf and cfg.gmf_dim < 1:
             raise GraphrecError("ncf: gmf_dim must be at least 1")
@@ -246,6 +248,8 @@ class MLPRating(Recommender):
         if cfg.dim < 1 or not cfg.layers or min(cfg.layers) < 1:
             raise GraphrecError(f"mlp-rating: need dim >= 1 and a non-empty layers of positive "
                                 f"sizes, got {cfg.dim}, {cfg.layers}")
+        if not 0 <= cfg.dropout < 1:
+            raise GraphrecError(f"mlp-rating: dropout must lie in [0, 1), got {cfg.dropout}")
         self.user = torch.nn.Embedding(num_users, cfg.dim)
         self.item = torch.nn.Embedding(num_items, cfg.dim)
         for table in (self.user, self.item):

@@ -28,6 +28,10 @@ class PopConfig:
 
     damping: float = 5.0
 
+    def __post_init__(self) -> None:
+        if not self.damping >= 0:
+            raise GraphrecError(f"pop: damping must be >= 0, got {self.damping}")
+
 
 class Popularity(Recommender):
     """Most-popular items first, for every user."""

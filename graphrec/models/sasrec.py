@@ -67,6 +67,8 @@ class SASRec(SequenceRecommender):
             raise GraphrecError(f"sasrec: loss must be one of {LOSSES}, got {cfg.loss!r}")
         if cfg.dim < 1 or cfg.heads < 1 or cfg.dim % cfg.heads or cfg.num_blocks < 0:
             raise GraphrecError("sasrec: need dim >= 1 divisible by heads >= 1, num_blocks >= 0")
+        if not 0 <= cfg.dropout < 1:
+            raise GraphrecError(f"sasrec: dropout must lie in [0, 1), got {cfg.dropout}")
         if cfg.loss == "sampled-ce" and cfg.num_negatives < 1:
             raise GraphrecError("sasrec: num_negatives must be at least 1")
         self.window_length = cfg.max_len + 1  # inputs [:-1], next items [1:]
