@@ -267,13 +267,22 @@ def metrics_table(metrics: dict[str, float]) -> str:
     return text + "\n" + "   ".join(extra)
 
 
+def default_out(model: str) -> Path:
+    """``runs/MODEL-TIMESTAMP``, with ``-2``, ``-3``... when a run of the same second holds it."""
+    base = Path("runs") / f"{model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    out, n = base, 1
+    while out.exists():
+        n += 1
+        out = base.with_name(f"{base.name}-{n}")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.resume and args.overwrite:
         raise GraphrecError("--overwrite: not with --resume (a resumed run continues its folder)")
     cfg = resume_config(args) if args.resume else config_from_args(args)
-    out = Path(cfg.out) if cfg.out else Path("runs") / (
-        f"{cfg.model}-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    out = Path(cfg.out) if cfg.out else default_out(cfg.model)
     cfg.out = str(out)
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
     with RunFolder(out, mode, "--resume" if args.resume else "--out"):
