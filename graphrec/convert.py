@@ -12,15 +12,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from graphrec.cli import add_data_arguments, run
-from graphrec.data.graph import build, save, summary
-from graphrec.data.readers import ColumnNames, read
+from graphrec.cli import Parser, add_data_arguments, run
 from graphrec.errors import GraphrecError
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m graphrec.convert",
+def parser(prog: str = "python -m graphrec.convert") -> argparse.ArgumentParser:
+    """The command's arguments (no heavy imports: the readers load in :func:`main`)."""
+    p = Parser(
+        prog=prog,
         description="Convert interaction files into one graphrec graph file.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -46,8 +45,12 @@ def _show(key: str, value: object) -> str:
     return str(value)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m graphrec.convert") -> int:
+    """The command: read the inputs, build the graph, save it, print its summary."""
+    args = parser(prog).parse_args(argv)
+    from graphrec.data.graph import build, save, summary
+    from graphrec.data.readers import ColumnNames, read
+
     out = Path(args.output)
     if out.suffix != ".pt":
         raise GraphrecError(f"--output: {out} must end in .pt")

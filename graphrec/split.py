@@ -28,11 +28,11 @@ from torch_geometric.data import HeteroData
 
 from graphrec.data.graph import check_schema, edge_subgraph
 from graphrec.errors import GraphrecError
+from graphrec.names import SPLIT_METHODS
 from graphrec.schema import EDGE, PART, PART_TEST, PART_TRAIN, PART_VALID, RATING, TIME, USER
 
 log = logging.getLogger(__name__)
 
-SPLIT_METHODS = ("random", "temporal", "time-cut", "leave-one-out", "given")
 DROPPED = 3  # part code of held-out interactions that cannot be evaluated (cold users)
 
 

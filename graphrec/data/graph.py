@@ -21,13 +21,13 @@ from torch_geometric.data import HeteroData
 
 from graphrec.data.readers import RawData
 from graphrec.errors import GraphrecError
+from graphrec.names import DEDUP_POLICIES
 from graphrec.schema import (EDGE, ITEM, PART, PART_TEST, RATING, RESERVED_NODE_ATTRS, REV_EDGE,
                              TIME, USER)
 from graphrec.utils import atomic_torch_save, load_artifact
 
 log = logging.getLogger(__name__)
 
-DEDUP_POLICIES = ("last", "first")
 FILE_FORMAT = "graphrec-graph"
 FILE_VERSION = 1
 MAX_MULTI_HOT = 256  # token_seq columns with more distinct tokens stay text (titles, say)

@@ -21,9 +21,9 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from graphrec.errors import GraphrecError
+from graphrec.names import FORMATS
 from graphrec.schema import PART_TEST, PART_TRAIN
 
-FORMATS = ("ml-100k", "ml-dat", "csv", "tsv", "parquet", "atomic", "lightgcn", "pyg")
 FEATURE_TYPES = ("token", "token_seq", "float", "float_seq")
 
 # Column names tried, in order, when a CSV/TSV/Parquet file does not name them by flags.
