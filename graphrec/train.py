@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from graphrec.cli import Parser, add_data_arguments, add_index_set_argument, format_table, run
+from graphrec._callable import make_callable
 from graphrec.errors import GraphrecError
 from graphrec.names import INDEX_KINDS, MODEL_ALIASES, MODEL_NAMES, SPLIT_METHODS
 from graphrec.runfolder import RunFolder
@@ -309,6 +310,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m graphrec.train") 
         print(f"through the {cfg.index.kind} index (against exact): {diffs}")
     print(f"run folder: {out}")
     return 0
+
+
+# ``gr.train(...)``: this module, called, is graphrec.api.train (graphrec/_callable.py)
+make_callable(__name__)
 
 
 if __name__ == "__main__":
