@@ -47,6 +47,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--edge-type", default=None, metavar="SRC,REL,DST",
                    help="--format pyg: the interaction edge type, e.g. user,rates,movie "
                         "(default: the only edge type not named rev_*)")
+    g.add_argument("--sep", default=None, metavar="CHAR",
+                   help="field delimiter of a delimited file, which then reads as csv whatever "
+                        "its name: --sep ' ' for space-separated 'user item' lines, '\\t' for tabs")
     g.add_argument("--no-header", dest="header", action="store_false", default=None,
                    help="the CSV/TSV file has no header; columns are 0-based positions")
     g.add_argument("--min-rating", type=float, default=None,

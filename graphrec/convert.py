@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m graphrec.convert"
     start = time.perf_counter()
     columns = ColumnNames(args.user_col, args.item_col, args.rating_col, args.time_col,
                           args.header if args.header is not None else True)
-    raw = read(args.inputs, args.format, columns, args.edge_type)
+    raw = read(args.inputs, args.format, columns, args.edge_type, args.sep)
     ds = build(raw, args.dedup or "last", args.min_rating, args.kcore or 0)
     save(ds, out)
     stats = summary(ds)

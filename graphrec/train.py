@@ -120,7 +120,7 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
         "": {"model": args.model, "out": args.out, "device": args.device, "seed": args.seed},
         "data": {"path": args.data, "format": args.format, "user_col": args.user_col,
                  "item_col": args.item_col, "rating_col": args.rating_col,
-                 "time_col": args.time_col, "header": args.header, "edge_type": args.edge_type,
+                 "time_col": args.time_col, "header": args.header, "edge_type": args.edge_type, "sep": args.sep,
                  "min_rating": args.min_rating, "kcore": args.kcore, "dedup": args.dedup},
         "split": {"method": args.split, "test_ratio": args.test_ratio,
                   "valid_ratio": args.valid_ratio, "time_cut": args.time_cut,

@@ -21,6 +21,8 @@ class DataConfig:
         format: reader format, ``None`` to detect it from the name.
         user_col, item_col, rating_col, time_col, header: column names for CSV/TSV/Parquet.
         edge_type: ``format = "pyg"``: the interaction edges, ``"SRC,REL,DST"``.
+        sep: the field delimiter of a delimited file (one character; ``\\t`` is a tab), which
+            then reads as ``csv`` whatever its name.
         min_rating: keep interactions rated at least this (implicit threshold).
         kcore: iterated k-core filter on users and items (0 = off).
         dedup: duplicate (user, item) policy, ``"last"`` or ``"first"``.
@@ -35,6 +37,7 @@ class DataConfig:
     time_col: str | None = None
     header: bool = True
     edge_type: str | None = None
+    sep: str | None = None
     min_rating: float | None = None
     kcore: int = 0
     dedup: str = "last"
@@ -59,7 +62,8 @@ def load_data(cfg: DataConfig) -> Dataset:
         given = [(flag, value) for flag, value in (
             ("--format", cfg.format), ("--user-col", cfg.user_col), ("--item-col", cfg.item_col),
             ("--rating-col", cfg.rating_col), ("--time-col", cfg.time_col),
-            ("--edge-type", cfg.edge_type), ("--no-header", None if cfg.header else False),
+            ("--edge-type", cfg.edge_type), ("--sep", cfg.sep),
+            ("--no-header", None if cfg.header else False),
             ("--dedup", None if cfg.dedup == "last" else cfg.dedup)) if value is not None]
         if given:
             raise GraphrecError(f"{given[0][0]}: {path} is already converted; reading options "
@@ -71,7 +75,7 @@ def load_data(cfg: DataConfig) -> Dataset:
                 raise GraphrecError(f"{option}: {path} is already converted (with {option[2:]}="
                                     f"{saved}); filter when converting it instead")
         return ds
-    raw = read(path, cfg.format, cfg.columns(), cfg.edge_type)
+    raw = read(path, cfg.format, cfg.columns(), cfg.edge_type, cfg.sep)
     return build(raw, cfg.dedup, cfg.min_rating, cfg.kcore)
 
 
