@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from graphrec.errors import GraphrecError, TrainingInterrupted
-from graphrec.names import DEDUP_POLICIES, FORMATS
+from graphrec.names import DEDUP_POLICIES, FORMATS, OVERLAP_POLICIES, UNSEEN_POLICIES
 
 #: ``graphrec COMMAND``: the module whose ``parser()`` and ``main(argv)`` implement it
 COMMANDS = {
@@ -52,6 +52,17 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                         "its name: --sep ' ' for space-separated 'user item' lines, '\\t' for tabs")
     g.add_argument("--no-header", dest="header", action="store_false", default=None,
                    help="the CSV/TSV file has no header; columns are 0-based positions")
+    g.add_argument("--test-data", default=None, metavar="FILE",
+                   help="a predefined split: the test part, in the training file's format "
+                        "(--data is then the training part)")
+    g.add_argument("--valid-data", default=None, metavar="FILE",
+                   help="with --test-data: the validation part")
+    g.add_argument("--unseen-test", choices=UNSEEN_POLICIES, default=None,
+                   help="held-out rows whose user or item never occurs in training: error "
+                        "(default) or drop them (counted in the summary)")
+    g.add_argument("--overlap", choices=OVERLAP_POLICIES, default=None,
+                   help="held-out (user, item) pairs that are training pairs too: error "
+                        "(default) or drop-from-test (counted in the summary)")
     g.add_argument("--min-rating", type=float, default=None,
                    help="keep interactions rated at least this (implicit threshold)")
     g.add_argument("--kcore", type=int, default=None,

@@ -49,7 +49,6 @@ def main(argv: list[str] | None = None, prog: str = "python -m graphrec.convert"
     """The command: read the inputs, build the graph, save it, print its summary."""
     args = parser(prog).parse_args(argv)
     from graphrec.data.graph import build, save, summary
-    from graphrec.data.readers import ColumnNames, read
 
     out = Path(args.output)
     if out.suffix != ".pt":
@@ -57,9 +56,15 @@ def main(argv: list[str] | None = None, prog: str = "python -m graphrec.convert"
     if out.is_dir():
         raise GraphrecError(f"--output: {out} is a folder; name the graph file to write")
     start = time.perf_counter()
-    columns = ColumnNames(args.user_col, args.item_col, args.rating_col, args.time_col,
-                          args.header if args.header is not None else True)
-    raw = read(args.inputs, args.format, columns, args.edge_type, args.sep)
+    from graphrec.data.source import DataConfig, read_parts
+
+    cfg = DataConfig(format=args.format, user_col=args.user_col, item_col=args.item_col,
+                     rating_col=args.rating_col, time_col=args.time_col,
+                     header=args.header if args.header is not None else True,
+                     edge_type=args.edge_type, sep=args.sep, test_path=args.test_data,
+                     valid_path=args.valid_data, unseen_test=args.unseen_test or "error",
+                     overlap=args.overlap or "error")
+    raw = read_parts(args.inputs, cfg)
     ds = build(raw, args.dedup or "last", args.min_rating, args.kcore or 0)
     save(ds, out)
     stats = summary(ds)

@@ -17,3 +17,7 @@ DEDUP_POLICIES = ("last", "first")
 SPLIT_METHODS = ("random", "temporal", "time-cut", "leave-one-out", "given")
 #: ``--index`` values (``graphrec.serve.index``)
 INDEX_KINDS = ("exact", "flat", "ivf", "ivfpq", "hnsw")
+#: ``--unseen-test`` values: a held-out row whose user or item is not in training
+UNSEEN_POLICIES = ("error", "drop")
+#: ``--overlap`` values: a held-out (user, item) pair that is also a training pair
+OVERLAP_POLICIES = ("error", "drop-from-test")

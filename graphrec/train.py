@@ -121,6 +121,8 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
         "data": {"path": args.data, "format": args.format, "user_col": args.user_col,
                  "item_col": args.item_col, "rating_col": args.rating_col,
                  "time_col": args.time_col, "header": args.header, "edge_type": args.edge_type, "sep": args.sep,
+                 "test_path": args.test_data, "valid_path": args.valid_data,
+                 "unseen_test": args.unseen_test, "overlap": args.overlap,
                  "min_rating": args.min_rating, "kcore": args.kcore, "dedup": args.dedup},
         "split": {"method": args.split, "test_ratio": args.test_ratio,
                   "valid_ratio": args.valid_ratio, "time_cut": args.time_cut,

@@ -277,3 +277,25 @@ def test_config_json_reproduces_the_run(tmp_path, capsys):
         m.pop("fit_seconds"), m.pop("eval_seconds")
     assert a == b
     assert json.loads((again / "config.json").read_text())["model_options"] == saved["model_options"]
+
+
+def test_predefined_split_files_through_train_and_convert(tmp_path, capsys):
+    """--data train.csv --test-data test.csv: the given split, policies counted and printed."""
+    (tmp_path / "train.csv").write_text("user,item\na,1\na,2\nb,2\nb,3\nc,3\nc,1\n")
+    (tmp_path / "test.csv").write_text("user,item\na,3\nb,1\nz,1\nc,3\n")
+    base = ["--data", str(tmp_path / "train.csv"), "--test-data", str(tmp_path / "test.csv")]
+    code, _, err = run_main(train.main, ["--model", "pop", *base, "--out", str(tmp_path / "r0"),
+                                         "--no-progress"], capsys)
+    assert code == 2 and "user 'z' does not occur in the training file" in err
+    policies = ["--unseen-test", "drop", "--overlap", "drop-from-test"]
+    code, out, err = run_main(train.main, ["--model", "pop", *base, *policies, "--out",
+                                           str(tmp_path / "r"), "--no-progress"], capsys)
+    assert code == 0, err
+    assert "(given split)" in out and "test users = 2" in out
+    code, out, err = run_main(convert.main, [str(tmp_path / "train.csv"), "--test-data",
+                                             str(tmp_path / "test.csv"), *policies, "-o",
+                                             str(tmp_path / "g.pt")], capsys)
+    assert code == 0, err
+    assert "test dropped unseen" in out and "test dropped overlap" in out
+    ds = load(tmp_path / "g.pt")
+    assert ds.meta["test_dropped_unseen"] == 1 and ds.meta["test_dropped_overlap"] == 1

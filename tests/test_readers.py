@@ -545,9 +545,37 @@ def test_lightgcn_test_ids_absent_from_training(tmp_path):
 def test_lightgcn_same_pair_in_train_and_test(tmp_path):
     write(tmp_path / "train.txt", "0 1\n1 0 2\n")
     write(tmp_path / "test.txt", "0 2\n1 0\n")
-    raw = read(tmp_path)
-    msg = _error(lambda: build(raw))
-    assert str(tmp_path) in msg and "both" in msg and "user 1" in msg and "item 0" in msg
+    msg = _error(lambda: read(tmp_path))
+    assert "test.txt: line 2" in msg and "user 1 has item 0" in msg
+    assert "--overlap drop-from-test" in msg
+    ds = build(read_lightgcn(tmp_path / "train.txt", tmp_path / "test.txt",
+                             overlap="drop-from-test"))
+    assert ds.meta["test_dropped_overlap"] == 1
+    assert int((ds.graph[EDGE][PART] == PART_TEST).sum()) == 1
+
+
+def test_predefined_split_from_any_format(tmp_path):
+    """--data train.csv --test-data test.csv [--valid-data valid.csv], with the policies for
+    messy public splits: test users absent from training, training pairs repeated in test."""
+    from graphrec.data.readers import combine_parts
+
+    train = write(tmp_path / "train.csv", "user,item,rating\na,1,5\na,2,4\nb,2,3\nc,3,1\n")
+    test = write(tmp_path / "test.csv", "user,item,rating\na,3,2\nz,1,5\nb,2,3\nc,1,4\n")
+    valid = write(tmp_path / "valid.csv", "user,item,rating\nb,1,2\n")
+    tr, te, va = read(train), read(test), read(valid)
+    msg = _error(lambda: combine_parts(tr, te))
+    assert "test.csv: line 3: user 'z' does not occur in the training file train.csv" in msg
+    assert "--unseen-test drop" in msg
+    msg = _error(lambda: combine_parts(tr, te, unseen="drop"))
+    assert "test.csv: line 4: user 'b' has item 2 in the training file" in msg
+    raw = combine_parts(tr, te, va, unseen="drop", overlap="drop-from-test")
+    assert raw.notes == {"test_dropped_unseen": 1, "test_dropped_overlap": 1}
+    ds = build(raw)
+    assert ds.meta["test_dropped_unseen"] == 1 and ds.meta["test_dropped_overlap"] == 1
+    parts = ds.graph[EDGE][PART].tolist()
+    assert sorted(parts) == [PART_TRAIN] * 4 + [1] + [PART_TEST] * 2
+    with pytest.raises(GraphrecError, match="--unseen-test: unknown policy"):
+        combine_parts(tr, te, unseen="keep")
 
 
 def test_atomic_header_without_type(tmp_path):

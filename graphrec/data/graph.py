@@ -354,7 +354,8 @@ def build(
         raise GraphrecError(f"--kcore: must be >= 0, got {kcore}")
     frame = raw.frame.reset_index(drop=True)
     n_read = len(frame)
-    meta: dict[str, Any] = {"source": raw.source, "format": raw.format, "read": n_read}
+    meta: dict[str, Any] = {"source": raw.source, "format": raw.format, "read": n_read,
+                            **raw.notes}
 
     if min_rating is not None:
         if RATING not in frame:
@@ -463,7 +464,8 @@ def summary(ds: Dataset) -> dict[str, Any]:
         out["time_max"] = int(store[TIME].max())
     if PART in store:
         out["test_interactions"] = int((store[PART] == PART_TEST).sum())
-    for key in ("below_min_rating", "kcore_removed"):
+    for key in ("below_min_rating", "kcore_removed", "test_dropped_unseen",
+                "test_dropped_overlap", "valid_dropped_unseen", "valid_dropped_overlap"):
         if key in ds.meta:
             out[key] = ds.meta[key]
     for node in (USER, ITEM):

@@ -23,8 +23,8 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from graphrec.errors import GraphrecError
-from graphrec.names import FORMATS
-from graphrec.schema import PART_TEST, PART_TRAIN
+from graphrec.names import FORMATS, OVERLAP_POLICIES, UNSEEN_POLICIES
+from graphrec.schema import PART_TEST, PART_TRAIN, PART_VALID
 
 FEATURE_TYPES = ("token", "token_seq", "float", "float_seq")
 
@@ -67,6 +67,8 @@ class RawData:
     user_features: pd.DataFrame | None = None
     item_features: pd.DataFrame | None = None
     feature_types: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: counts the reader reports (held-out rows dropped by a policy), copied into the metadata
+    notes: dict[str, int] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -623,12 +625,14 @@ def _fits_int64(value: object) -> bool:
     return bool(pd.Series([text]).str.fullmatch(_INT_RE).iloc[0]) and -2**63 <= int(text) < 2**63
 
 
-def read_lightgcn(train: str | Path, test: str | Path | None = None) -> RawData:
+def read_lightgcn(train: str | Path, test: str | Path | None = None, unseen: str = "error",
+                  overlap: str = "error") -> RawData:
     """The LightGCN/NGCF pair ``train.txt``/``test.txt`` (one line per user:
-    ``user item item ...``). Edges carry ``part`` = train or test; test ids must occur in train.
+    ``user item item ...``). Edges carry ``part`` = train or test; test ids must occur in train
+    (``unseen``, ``overlap``: the policies of :func:`combine_parts`).
     """
     train = Path(train)
-    parts = [_read_adjacency(train).assign(part=PART_TRAIN)]
+    parts = [_read_adjacency(train)]
     if not len(parts[0]):
         empty = not train.read_bytes().strip()
         raise GraphrecError(f"{train}: no interactions (" + (
@@ -636,7 +640,7 @@ def read_lightgcn(train: str | Path, test: str | Path | None = None) -> RawData:
             "is 'user item item ...' per line)"))
     if test is not None:
         test = Path(test)
-        parts.append(_read_adjacency(test).assign(part=PART_TEST))
+        parts.append(_read_adjacency(test))
     frames = [_finish(p, str(f)) for p, f in zip(parts, [train, test])]
     for frame, f in zip(frames, [train, test]):
         for col in ("user", "item"):
@@ -645,21 +649,73 @@ def read_lightgcn(train: str | Path, test: str | Path | None = None) -> RawData:
                 raise GraphrecError(f"{f}: {_lines(frame, bad)}: {col} id "
                                     f"{str(frame[col][bad].iloc[0])!r} is not a 64-bit integer "
                                     "(LightGCN files hold integer ids)")
-    if len(frames) == 2:
-        tr, te = frames
+    source = str(train.parent if test else train)
+    raws = [RawData(f, str(path), "lightgcn") for f, path in zip(frames, [train, test])]
+    if len(raws) == 1:
+        return RawData(frames[0].assign(part=PART_TRAIN), source, "lightgcn")
+    combined = combine_parts(raws[0], raws[1], None, unseen, overlap)
+    combined.source = source
+    return combined
+
+
+
+
+def combine_parts(train: RawData, test: RawData, valid: RawData | None = None,
+                  unseen: str = "error", overlap: str = "error") -> RawData:
+    """A predefined split from separate files: one frame whose ``part`` column says train,
+    test or valid, with the training file's side features.
+
+    Held-out rows must be evaluable. ``unseen``: a held-out user or item that never occurs in
+    training is an error naming the line (``"error"``), or the row is dropped and counted
+    (``"drop"``). ``overlap``: a held-out (user, item) pair that is also a training pair is an
+    error (``"error"``: it would leak), or the held-out row is dropped and counted
+    (``"drop-from-test"``). The counts are in ``notes`` and the graph's metadata.
+    """
+    if unseen not in UNSEEN_POLICIES:
+        raise GraphrecError(f"--unseen-test: unknown policy {unseen!r}; choose one of "
+                            f"{', '.join(UNSEEN_POLICIES)}")
+    if overlap not in OVERLAP_POLICIES:
+        raise GraphrecError(f"--overlap: unknown policy {overlap!r}; choose one of "
+                            f"{', '.join(OVERLAP_POLICIES)}")
+    held = [(test, PART_TEST, "test")] + ([(valid, PART_VALID, "valid")] if valid else [])
+    frames = [train.frame.drop(columns=["part"], errors="ignore")] + \
+             [r.frame.drop(columns=["part"], errors="ignore") for r, _, _ in held]
+    for col in ("user", "item"):  # ints in one file, a string in another: compare as text
+        if len({f[col].dtype.kind for f in frames}) > 1:
+            for f in frames:
+                f[col] = f[col].astype(str).astype(object)
+    common = [c for c in frames[0].columns if all(c in f for f in frames[1:])]
+    tr = frames[0]
+    notes: dict[str, int] = {}
+    out = [tr[common].assign(part=PART_TRAIN)]
+    for (raw, code, name), frame in zip(held, frames[1:]):
+        absent = np.zeros(len(frame), dtype=bool)
         for col in ("user", "item"):
-            if tr[col].dtype != te[col].dtype:  # e.g. ints in train, a string in test
-                tr[col] = tr[col].astype(str).astype(object)
-                te[col] = te[col].astype(str).astype(object)
-            absent = ~te[col].isin(pd.unique(tr[col]))
-            if absent.any():
-                first = te[col][absent.to_numpy()].tolist()[0]  # a Python value for the repr
+            missing = ~frame[col].isin(pd.unique(tr[col])).to_numpy()
+            if missing.any() and unseen == "error":
+                first = frame[col][missing].tolist()[0]  # a Python value for the repr
                 raise GraphrecError(
-                    f"{test}: {_lines(te, absent.to_numpy())}: {col} {first!r} does not occur in "
-                    f"the training file {train.name}"
-                )
-    frame = pd.concat(frames, ignore_index=True)
-    return RawData(frame, str(train.parent if test else train), "lightgcn")
+                    f"{raw.source}: {_lines(frame, missing)}: {col} {first!r} does not occur in "
+                    f"the training file {Path(train.source).name} (--unseen-test drop drops "
+                    "such rows)")
+            absent |= missing
+        pairs = pd.MultiIndex.from_frame(frame[["user", "item"]])
+        known = pairs.isin(pd.MultiIndex.from_frame(tr[["user", "item"]]))
+        if known.any() and overlap == "error":
+            first = [frame["user"][known].tolist()[0], frame["item"][known].tolist()[0]]
+            raise GraphrecError(
+                f"{raw.source}: {_lines(frame, known)}: user {first[0]!r} has item {first[1]!r} "
+                f"in the training file {Path(train.source).name} too ({int(known.sum())} such "
+                "rows; that would leak; --overlap drop-from-test drops them)")
+        if absent.any():
+            notes[f"{name}_dropped_unseen"] = int(absent.sum())
+        if (known & ~absent).any():
+            notes[f"{name}_dropped_overlap"] = int((known & ~absent).sum())
+        out.append(frame[~(absent | known)][common].assign(part=code))
+    frame = pd.concat(out, ignore_index=True)
+    frame["part"] = frame["part"].astype("int8")
+    return RawData(frame, train.source, train.format, train.user_features, train.item_features,
+                   train.feature_types, notes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -709,6 +765,8 @@ def read(
     columns: ColumnNames | None = None,
     edge_type: str | tuple | None = None,
     sep: str | None = None,
+    unseen: str = "error",
+    overlap: str = "error",
 ) -> RawData:
     """Read interactions from one file, a LightGCN train/test pair or a folder.
 
@@ -720,6 +778,7 @@ def read(
         edge_type: ``pyg`` only: the interaction edge type, ``"SRC,REL,DST"``.
         sep: the field delimiter of a delimited file (one character, ``\\t`` for a tab); the
             file then reads as ``csv`` (or the ``tsv`` it is named as) whatever its name.
+        unseen, overlap: a LightGCN pair's policies for messy test rows (:func:`combine_parts`).
     """
     paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
     if not paths:
@@ -741,10 +800,11 @@ def read(
         if len(paths) == 1 and paths[0].is_dir():
             folder = paths[0]
             test = folder / "test.txt"
-            return read_lightgcn(folder / "train.txt", test if test.exists() else None)
+            return read_lightgcn(folder / "train.txt", test if test.exists() else None,
+                                 unseen, overlap)
         if len(paths) > 2:
             raise GraphrecError("the lightgcn format takes train.txt and at most one test.txt")
-        return read_lightgcn(paths[0], paths[1] if len(paths) == 2 else None)
+        return read_lightgcn(paths[0], paths[1] if len(paths) == 2 else None, unseen, overlap)
     if len(paths) != 1:
         raise GraphrecError(f"the {fmt} format takes one input file, got {len(paths)}")
     path = paths[0]
@@ -773,7 +833,7 @@ def read(
 
 
 __all__ = [
-    "FORMATS", "ColumnNames", "RawData", "read", "detect_format", "read_movielens_100k",
+    "FORMATS", "ColumnNames", "RawData", "read", "combine_parts", "detect_format", "read_movielens_100k",
     "read_movielens_dat", "read_table", "read_parquet", "read_atomic_inter",
     "read_atomic_features", "read_lightgcn",
 ]
