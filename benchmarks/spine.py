@@ -8,6 +8,10 @@ interactions):
 * ``eval_emb``: full-ranking evaluation at K=20 of every test user, training items excluded,
   from random 64-dimensional user and item embeddings (target: under 10 s, peak RSS under 2 GiB);
   the same for the popularity model, and the embedding evaluation at other user batch sizes.
+* ``read_csv`` against ``pyarrow_csv``: graphrec's reader plus the graph builder on a
+  MovieLens-20M-shaped CSV (``userId,movieId,rating,timestamp``, 3M rows, about 80 MB, written
+  once from a fixed seed), against ``pyarrow.csv.read_csv`` of the same file, side by side
+  (target: at most 2x, as a ratio of the medians).
 * ``import_baseline``: the RSS of a process that only imports torch and graphrec, so the other
   peaks can be read as "baseline + what the data structures add".
 
@@ -53,6 +57,8 @@ JSONL_NAME, MD_NAME = "spine.jsonl", "spine.md"
 CONVERT_TARGET_S = 5.0
 EVAL_TARGET_S = 10.0
 EVAL_TARGET_MIB = 2048.0  # "under 2 GB" peak RSS
+CSV_RATIO_TARGET = 2.0  # read + build / pyarrow.csv.read_csv
+FULL_CSV_ROWS, QUICK_CSV_ROWS = 3_000_000, 100_000
 EMBED_DIM, EMBED_SEED, K = 64, 0, 20
 QUICK_USERS, QUICK_ITEMS = 2000, 1000
 FULL_BATCH_SIZES, QUICK_BATCH_SIZES = "256,2048,4096", "256"
@@ -162,6 +168,64 @@ def child_convert(args: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def ensure_csv(work: Path, rows: int) -> Path:
+    """The ratings CSV of ``rows`` rows in ``work`` (written once, from seed 0): 138,493 users
+    and 26,744 items as MovieLens-20M has, half-star ratings, Unix-second timestamps."""
+    path = work / f"ratings-{rows}.csv"
+    if path.exists():
+        return path
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"userId": rng.integers(1, 138_494, rows),
+                          "movieId": rng.integers(1, 26_745, rows),
+                          "rating": rng.integers(1, 11, rows) / 2,
+                          "timestamp": rng.integers(789_652_009, 1_427_784_002, rows)})
+    tmp = path.with_suffix(".tmp")
+    frame.to_csv(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def child_read_csv(args: argparse.Namespace) -> dict[str, Any]:
+    """graphrec's ``read`` + ``build`` of the ratings CSV."""
+    import_graphrec(args.threads)
+    from graphrec.data.graph import build
+    from graphrec.data.readers import read
+
+    path = ensure_csv(Path(args.work), args.rows)
+    info: dict[str, Any] = {"rows": args.rows, "file_mib": path.stat().st_size / (1 << 20)}
+
+    def step() -> dict[str, float]:
+        raw, t_read = timed(lambda: read(path))
+        ds, t_build = timed(lambda: build(raw))
+        info.update(users=ds.num_users, items=ds.num_items, interactions=ds.num_interactions)
+        return {"read": t_read, "build": t_build, "total": t_read + t_build}
+
+    result = _measure(step, args.repeats)
+    result["info"] = info
+    return result
+
+
+def child_pyarrow_csv(args: argparse.Namespace) -> dict[str, Any]:
+    """``pyarrow.csv.read_csv`` of the same file, at its defaults (typed columns, inferred)."""
+    import_graphrec(args.threads)
+    import pyarrow
+    import pyarrow.csv
+
+    path = ensure_csv(Path(args.work), args.rows)
+    info: dict[str, Any] = {"rows": args.rows, "pyarrow": pyarrow.__version__}
+
+    def step() -> dict[str, float]:
+        _, t = timed(lambda: pyarrow.csv.read_csv(path))
+        return {"total": t}
+
+    result = _measure(step, args.repeats)
+    result["info"] = info
+    return result
+
+
 def make_embedding_scorer(num_users: int, num_items: int, dim: int = EMBED_DIM,
                           seed: int = EMBED_SEED) -> Any:
     """Stands in for a trained two-tower/MF model: ``score(users) = user_emb[users] @ item_emb.T``
@@ -233,6 +297,8 @@ CHILDREN: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "convert": child_convert,
     "eval-emb": child_eval_emb,
     "eval-pop": child_eval_pop,
+    "read-csv": child_read_csv,
+    "pyarrow-csv": child_pyarrow_csv,
 }
 
 
@@ -271,6 +337,7 @@ class Plan:
     out: Path | None
     with_targets: bool
     threads: int
+    csv_rows: int = FULL_CSV_ROWS
     notes: list[str] = field(default_factory=list)
 
 
@@ -292,6 +359,9 @@ def measurements(plan: Plan) -> list[Measurement]:
     for b in plan.batch_sizes:
         out.append(Measurement(f"eval_emb_batch{b}", "eval-emb", f"{emb}, batch_users={b}", b,
                                EVAL_TARGET_S if t else None, EVAL_TARGET_MIB if t else None))
+    csv = f"{plan.csv_rows:,}-row ratings CSV"
+    out += [Measurement("pyarrow_csv", "pyarrow-csv", f"pyarrow.csv.read_csv of the {csv}"),
+            Measurement("read_csv", "read-csv", f"graphrec read + build of the {csv}")]
     return out
 
 
@@ -299,7 +369,8 @@ def run_child(kind: str, plan: Plan, work: Path, data: Path | None, repeats: int
               batch: int = 0) -> dict[str, Any]:
     """Start this script as ``--child kind`` and return the JSON it printed."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--work", str(work),
-           "--repeats", str(repeats), "--batch", str(batch), "--threads", str(plan.threads)]
+           "--repeats", str(repeats), "--batch", str(batch), "--threads", str(plan.threads),
+           "--rows", str(plan.csv_rows)]
     if data is not None:
         cmd += ["--data", str(data)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
@@ -349,6 +420,8 @@ def _fmt_target(rec: dict[str, Any]) -> str:
         parts.append(f"< {t['seconds']:g} s")
     if t["peak_rss_mib"] is not None:
         parts.append(f"< {t['peak_rss_mib'] / 1024:g} GiB")
+    if t.get("ratio_vs_pyarrow") is not None:
+        parts.append(f"<= {t['ratio_vs_pyarrow']:g}x pyarrow")
     return ", ".join(parts) or "–"
 
 
@@ -358,6 +431,8 @@ def _fmt_row(rec: dict[str, Any]) -> list[str]:
     info = rec["info"]
     if "stages" in rec:
         details = " + ".join(f"{k} {v['median']:.2f}" for k, v in rec["stages"].items())
+        if "ratio_vs_pyarrow" in rec:
+            details += f"; {rec['ratio_vs_pyarrow']:.2f}x pyarrow"
     elif "batch_users" in info:
         details = f"batch {info['batch_users']}, recall@{K} {info[f'recall@{K}']:.4f}"
     else:
@@ -430,9 +505,11 @@ def make_plan(args: argparse.Namespace) -> Plan:
     if quick:
         return Plan(f"synthetic({QUICK_USERS} users, {QUICK_ITEMS} items)", None,
                     args.repeats or 1, args.repeats or 1, batch_sizes,
-                    Path(args.out) if args.out else None, False, args.threads, notes)
+                    Path(args.out) if args.out else None, False, args.threads,
+                    QUICK_CSV_ROWS, notes)
     return Plan("gowalla", gowalla, args.repeats or 5, args.repeats or 3, batch_sizes,
-                Path(args.out) if args.out else DEFAULT_RESULTS, True, args.threads, notes)
+                Path(args.out) if args.out else DEFAULT_RESULTS, True, args.threads,
+                FULL_CSV_ROWS, notes)
 
 
 def run_plan(plan: Plan) -> list[dict[str, Any]]:
@@ -442,8 +519,9 @@ def run_plan(plan: Plan) -> list[dict[str, Any]]:
         work = Path(tmp)
         results: list[tuple[Measurement, dict[str, Any]]] = []
         for m in measurements(plan):
-            repeats = {"baseline": 0, "convert": plan.repeats_convert}.get(m.child,
-                                                                          plan.repeats_eval)
+            repeats = {"baseline": 0, "convert": plan.repeats_convert,
+                       "read-csv": plan.repeats_convert,
+                       "pyarrow-csv": plan.repeats_convert}.get(m.child, plan.repeats_eval)
             print(f"spine: {m.name} ({m.description}) ...", file=sys.stderr, flush=True)
             load_before = load_avg()
             res = run_child(m.child, plan, work, plan.data, repeats, m.batch_users)
@@ -454,7 +532,15 @@ def run_plan(plan: Plan) -> list[dict[str, Any]]:
                "git_commit": git_commit(), "timestamp": run_start,
                "repeats_plan": f"{plan.repeats_convert} (convert) / {plan.repeats_eval} (eval)",
                "notes": plan.notes}
-    return [to_record(m, res, plan, context) for m, res in results]
+    records = [to_record(m, res, plan, context) for m, res in results]
+    by_name = {r["name"]: r for r in records}
+    if "read_csv" in by_name and "pyarrow_csv" in by_name:  # the reader's target is a ratio
+        ours, peer = by_name["read_csv"], by_name["pyarrow_csv"]
+        ratio = ours["seconds"]["median"] / peer["seconds"]["median"]
+        ours["ratio_vs_pyarrow"] = ratio
+        ours["target"]["ratio_vs_pyarrow"] = CSV_RATIO_TARGET
+        ours["passed"] = ratio <= CSV_RATIO_TARGET if plan.with_targets else None
+    return records
 
 
 def print_summary(records: list[dict[str, Any]]) -> None:
@@ -491,6 +577,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     p.add_argument("--batch", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--rows", type=int, default=FULL_CSV_ROWS, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 

@@ -38,6 +38,7 @@ class Checkpoint:
     titles: list[str] | None
     config: dict[str, Any]
     path: Path | None = None  # the checkpoint file it was loaded from
+    model_config: Any = None  # the model's config dataclass
 
 
 def item_titles(ds: Dataset) -> list[str] | None:
@@ -50,22 +51,34 @@ def item_titles(ds: Dataset) -> list[str] | None:
     return [str(t) for t in ds.graph["item"][named[0]]]
 
 
+def checkpoint_of(model_name: str, model_cfg: Any, model: Recommender, ds: Dataset,
+                  config: dict[str, Any]) -> Checkpoint:
+    """The in-memory checkpoint of ``model`` trained on ``ds``: what a saved one loads as."""
+    return Checkpoint(model_name, model, ds.users, ds.items, user_sequences(ds.graph),
+                      item_titles(ds), config, model_config=model_cfg)
+
+
 def save_checkpoint(path: str | Path, model_name: str, model_cfg: Any, model: Recommender,
                     ds: Dataset, config: dict[str, Any]) -> None:
     """Write a checkpoint for ``model`` trained on ``ds`` (atomically); a model with non-finite
     weights is refused, never saved."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    write_checkpoint(path, checkpoint_of(model_name, model_cfg, model, ds, config))
+
+
+def write_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
+    """Write ``ckpt`` atomically."""
+    state = {k: v.detach().cpu() for k, v in ckpt.model.state_dict().items()}
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise GraphrecError(f"{path}: not saved: the model's {bad[0]} has non-finite values")
-    seen_ptr, seen_items = user_sequences(ds.graph)
+    seen_ptr, seen_items = ckpt.seen
     atomic_torch_save(path, {
-        "format": FORMAT, "version": VERSION, "model": model_name,
-        "model_config": json.dumps(dataclasses.asdict(model_cfg)),
-        "num_users": ds.num_users, "num_items": ds.num_items, "state": state,
-        "user_ids": ids_to_saved(ds.users), "item_ids": ids_to_saved(ds.items),
+        "format": FORMAT, "version": VERSION, "model": ckpt.model_name,
+        "model_config": json.dumps(dataclasses.asdict(ckpt.model_config)),
+        "num_users": len(ckpt.users), "num_items": len(ckpt.items), "state": state,
+        "user_ids": ids_to_saved(ckpt.users), "item_ids": ids_to_saved(ckpt.items),
         "seen_ptr": seen_ptr.cpu(), "seen_items": seen_items.cpu().clone(),
-        "titles": item_titles(ds), "config": json.dumps(config),
+        "titles": ckpt.titles, "config": json.dumps(ckpt.config),
     })
 
 
@@ -84,7 +97,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
     return Checkpoint(blob["model"], model.to(device), ids_from_saved(blob["user_ids"]),
                       ids_from_saved(blob["item_ids"]),
                       (blob["seen_ptr"], blob["seen_items"]), blob["titles"],
-                      json.loads(blob["config"]), path)
+                      json.loads(blob["config"]), path, cfg)
 
 
-__all__ = ["Checkpoint", "CHECKPOINT_NAME", "save_checkpoint", "load_checkpoint", "item_titles"]
+__all__ = ["Checkpoint", "CHECKPOINT_NAME", "checkpoint_of", "save_checkpoint", "write_checkpoint",
+           "load_checkpoint", "item_titles"]

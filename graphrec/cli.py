@@ -1,20 +1,38 @@
-"""Pieces shared by the command-line entry points: argument groups, error handling, tables.
+"""The ``graphrec`` command line: its subcommands, and the pieces every entry point shares
+(argument groups, the one error handler, tables).
 
-Only CLI modules print; library code logs or returns.
+Only CLI modules print; library code logs or returns. This module and the parsers of the
+commands import nothing heavy, so that ``--help`` and argument errors answer without torch.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from graphrec.data.graph import DEDUP_POLICIES
-from graphrec.data.readers import FORMATS
 from graphrec.errors import GraphrecError, TrainingInterrupted
+from graphrec.names import DEDUP_POLICIES, FORMATS, OVERLAP_POLICIES, UNSEEN_POLICIES
+
+#: ``graphrec COMMAND``: the module whose ``parser()`` and ``main(argv)`` implement it
+COMMANDS = {
+    "train": ("graphrec.train", "train and evaluate a model, writing a run folder"),
+    "convert": ("graphrec.convert", "read raw interactions once into a graph file (.pt)"),
+    "recommend": ("graphrec.recommend", "top-k items for users of a trained run"),
+}
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``PROG: error: MESSAGE (see PROG --help)``, exit code 2."""
+
+    def error(self, message: str) -> Any:  # argparse's own prints the usage block first
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,8 +47,22 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--edge-type", default=None, metavar="SRC,REL,DST",
                    help="--format pyg: the interaction edge type, e.g. user,rates,movie "
                         "(default: the only edge type not named rev_*)")
+    g.add_argument("--sep", default=None, metavar="CHAR",
+                   help="field delimiter of a delimited file, which then reads as csv whatever "
+                        "its name: --sep ' ' for space-separated 'user item' lines, '\\t' for tabs")
     g.add_argument("--no-header", dest="header", action="store_false", default=None,
                    help="the CSV/TSV file has no header; columns are 0-based positions")
+    g.add_argument("--test-data", default=None, metavar="FILE",
+                   help="a predefined split: the test part, in the training file's format "
+                        "(--data is then the training part)")
+    g.add_argument("--valid-data", default=None, metavar="FILE",
+                   help="with --test-data: the validation part")
+    g.add_argument("--unseen-test", choices=UNSEEN_POLICIES, default=None,
+                   help="held-out rows whose user or item never occurs in training: error "
+                        "(default) or drop them (counted in the summary)")
+    g.add_argument("--overlap", choices=OVERLAP_POLICIES, default=None,
+                   help="held-out (user, item) pairs that are training pairs too: error "
+                        "(default) or drop-from-test (counted in the summary)")
     g.add_argument("--min-rating", type=float, default=None,
                    help="keep interactions rated at least this (implicit threshold)")
     g.add_argument("--kcore", type=int, default=None,
@@ -65,7 +97,12 @@ def _fmt(value: Any) -> str:
 
 
 def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run a CLI main: bad input becomes one line on stderr and exit code 2."""
+    """Run a CLI main under the one error handler.
+
+    Bad input (a :class:`GraphrecError`) becomes one line on stderr and exit code 2 (1 for a run
+    that diverged); an unexpected error, a bug, becomes one line that says where its full
+    traceback was written, and exit code 1.
+    """
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s", stream=sys.stderr)
     logging.getLogger("graphrec").setLevel(logging.INFO)
     logging.getLogger("faiss").setLevel(logging.WARNING)  # not its CPU-feature probing at INFO
@@ -83,3 +120,56 @@ def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) 
     except BrokenPipeError:  # output piped into head and the like: stop quietly
         sys.stderr = open(os.devnull, "w")
         return 0
+    except Exception as e:  # noqa: BLE001 - a bug: keep the traceback for the report
+        path = write_traceback()
+        print(f"internal error: {type(e).__name__}: {_first_line(e)} (a bug in graphrec; the "
+              f"traceback is in {path}, please include it in a report)", file=sys.stderr)
+        return 1
+
+
+def write_traceback() -> str:
+    """The current exception's traceback in a new temp file; returns its path."""
+    fd, path = tempfile.mkstemp(prefix="graphrec-error-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        f.write(f"graphrec command: {' '.join(sys.argv)}\n")
+        traceback.print_exc(file=f)
+    return path
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def command(name: str) -> Callable[[], int]:
+    """The console-script entry of ``graphrec-NAME``: that command under :func:`run`."""
+    def entry() -> int:
+        module = importlib.import_module(COMMANDS[name][0])
+        return run(module.main, sys.argv[1:])
+    return entry
+
+
+train_command = command("train")
+convert_command = command("convert")
+recommend_command = command("recommend")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``graphrec COMMAND [OPTIONS]``: dispatch to a command's ``main`` under :func:`run`."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    lines = [f"  {n:<10} {d}" for n, (_, d) in COMMANDS.items()]
+    usage = ("usage: graphrec COMMAND [OPTIONS]   (graphrec COMMAND --help for its options)\n\n"
+             "commands:\n" + "\n".join(lines) + "\n")
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage, end="")
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from graphrec import __version__
+        print(f"graphrec {__version__}")
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"graphrec: error: unknown command {argv[0]!r} (one of {', '.join(COMMANDS)})",
+              file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[argv[0]][0])
+    return run(lambda a: module.main(a, prog=f"graphrec {argv[0]}"), argv[1:])

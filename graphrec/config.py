@@ -12,6 +12,7 @@ them. Unknown keys are errors. Below the command line, code takes plain argument
 from __future__ import annotations
 
 import dataclasses
+import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,15 +71,32 @@ def _check_keys(where: str, values: dict[str, Any], cls: type) -> None:
 
 def read_toml(path: str | Path) -> dict[str, Any]:
     """Read a config file: top-level ``model``/``out``/``device``/``seed`` and the tables
-    ``[data]``, ``[split]``, ``[eval]``, ``[train]``, ``[index]`` and ``[model_options]``."""
+    ``[data]``, ``[split]``, ``[eval]``, ``[train]``, ``[index]`` and ``[model_options]``.
+
+    A ``.json`` file is read as a run's ``config.json`` (the same keys, every value resolved;
+    ``null`` means unset), so that a run can be repeated from its folder alone."""
     path = Path(path)
     try:
-        with open(path, "rb") as fh:
-            values = tomllib.load(fh)
+        if path.suffix == ".json":
+            values = json.loads(path.read_text())
+            if not isinstance(values, dict):
+                raise GraphrecError(f"--config: {path}: expected a JSON object")
+            values = {k: ({kk: vv for kk, vv in v.items() if vv is not None}
+                          if isinstance(v, dict) else v)
+                      for k, v in values.items() if v is not None}
+        else:
+            with open(path, "rb") as fh:
+                values = tomllib.load(fh)
     except FileNotFoundError:
         raise GraphrecError(f"--config: {path}: no such file") from None
+    except IsADirectoryError:
+        raise GraphrecError(f"--config: {path}: is a folder, not a config file") from None
+    except UnicodeDecodeError:
+        raise GraphrecError(f"--config: {path}: not a text file") from None
     except tomllib.TOMLDecodeError as e:
         raise GraphrecError(f"--config: {path}: {e}") from None
+    except json.JSONDecodeError as e:
+        raise GraphrecError(f"--config: {path}: not valid JSON ({e})") from None
     for key, value in values.items():
         if key in SECTIONS:
             if not isinstance(value, dict):

@@ -12,15 +12,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from graphrec.cli import add_data_arguments, run
-from graphrec.data.graph import build, save, summary
-from graphrec.data.readers import ColumnNames, read
+from graphrec.cli import Parser, add_data_arguments, run
 from graphrec.errors import GraphrecError
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m graphrec.convert",
+def parser(prog: str = "python -m graphrec.convert") -> argparse.ArgumentParser:
+    """The command's arguments (no heavy imports: the readers load in :func:`main`)."""
+    p = Parser(
+        prog=prog,
         description="Convert interaction files into one graphrec graph file.",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT",
@@ -46,17 +45,26 @@ def _show(key: str, value: object) -> str:
     return str(value)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m graphrec.convert") -> int:
+    """The command: read the inputs, build the graph, save it, print its summary."""
+    args = parser(prog).parse_args(argv)
+    from graphrec.data.graph import build, save, summary
+
     out = Path(args.output)
     if out.suffix != ".pt":
         raise GraphrecError(f"--output: {out} must end in .pt")
     if out.is_dir():
         raise GraphrecError(f"--output: {out} is a folder; name the graph file to write")
     start = time.perf_counter()
-    columns = ColumnNames(args.user_col, args.item_col, args.rating_col, args.time_col,
-                          args.header if args.header is not None else True)
-    raw = read(args.inputs, args.format, columns, args.edge_type)
+    from graphrec.data.source import DataConfig, read_parts
+
+    cfg = DataConfig(format=args.format, user_col=args.user_col, item_col=args.item_col,
+                     rating_col=args.rating_col, time_col=args.time_col,
+                     header=args.header if args.header is not None else True,
+                     edge_type=args.edge_type, sep=args.sep, test_path=args.test_data,
+                     valid_path=args.valid_data, unseen_test=args.unseen_test or "error",
+                     overlap=args.overlap or "error")
+    raw = read_parts(args.inputs, cfg)
     ds = build(raw, args.dedup or "last", args.min_rating, args.kcore or 0)
     save(ds, out)
     stats = summary(ds)

@@ -27,12 +27,13 @@ import torch
 from torch_geometric.data import HeteroData
 
 from graphrec.data.graph import check_schema, edge_subgraph
+from graphrec._callable import make_callable
 from graphrec.errors import GraphrecError
+from graphrec.names import SPLIT_METHODS
 from graphrec.schema import EDGE, PART, PART_TEST, PART_TRAIN, PART_VALID, RATING, TIME, USER
 
 log = logging.getLogger(__name__)
 
-SPLIT_METHODS = ("random", "temporal", "time-cut", "leave-one-out", "given")
 DROPPED = 3  # part code of held-out interactions that cannot be evaluated (cold users)
 
 
@@ -236,3 +237,6 @@ def split(graph: HeteroData, cfg: SplitConfig) -> Split:
 
 
 __all__ = ["SPLIT_METHODS", "SplitConfig", "Interactions", "Split", "assign_parts", "split"]
+
+# ``gr.split(...)``: this module, called, is graphrec.api.split (graphrec/_callable.py)
+make_callable(__name__)

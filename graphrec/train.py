@@ -13,45 +13,43 @@ SIGTERM save it at the next batch boundary).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from graphrec.checkpoint import CHECKPOINT_NAME, save_checkpoint
-from graphrec.cli import add_data_arguments, add_index_set_argument, format_table, run
-from graphrec.config import RunConfig, parse_option, read_toml, resolve
-from graphrec.data.graph import Dataset
-from graphrec.data.source import load_data
+from graphrec.cli import Parser, add_data_arguments, add_index_set_argument, format_table, run
+from graphrec._callable import make_callable
 from graphrec.errors import GraphrecError
-from graphrec.evaluation.evaluator import evaluate
-from graphrec.models import REGISTRY, build_model, canonical_name, model_config
-from graphrec.models.base import Retriever
-from graphrec.schema import EDGE, PART, PART_TEST
-from graphrec.serve.index import INDEX_KINDS, retriever_index
-from graphrec.split import SPLIT_METHODS, Split, split
-from graphrec.plots import write_curves
+from graphrec.names import INDEX_KINDS, MODEL_ALIASES, MODEL_NAMES, SPLIT_METHODS
 from graphrec.runfolder import RunFolder
-from graphrec.trainer import HISTORY_NAME, epochs_extendable, train_model
-from graphrec.utils import atomic_write_json, resolve_device
+
+if TYPE_CHECKING:
+    from graphrec.config import RunConfig
+    from graphrec.data.graph import Dataset
+    from graphrec.split import Split
+
+# torch, PyG and the library are imported inside the functions that run a job, so that --help
+# and argument errors answer at once.
 
 log = logging.getLogger("graphrec.train")
 CURVES_NAME = "curves.png"
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m graphrec.train",
+def parser(prog: str = "python -m graphrec.train") -> argparse.ArgumentParser:
+    """The command's arguments (no heavy imports)."""
+    p = Parser(
+        prog=prog,
         description="Train and evaluate a recommender. With no --data, uses the built-in "
                     "synthetic data set.",
     )
     p.add_argument("--model", default=None,
-                   help=f"one of {', '.join(REGISTRY)} (gfcf = graph-filter; default: pop)")
+                   help=f"one of {', '.join(MODEL_NAMES)} "
+                        f"({', '.join(f'{a} = {m}' for a, m in MODEL_ALIASES.items())}; default: pop)")
     p.add_argument("--data", default=None,
                    help="raw file, folder (LightGCN train/test pair) or converted graph (.pt)")
     p.add_argument("--out", default=None, help="run folder (default: runs/MODEL-TIMESTAMP)")
@@ -111,6 +109,8 @@ def parser() -> argparse.ArgumentParser:
 def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = None) -> RunConfig:
     """Resolve the run's configuration from the flags and the optional TOML file (on top of
     ``base``, a saved run's config, when resuming)."""
+    from graphrec.config import parse_option, read_toml, resolve
+
     file_values = dict(base or {})
     if args.config:
         for key, value in read_toml(args.config).items():
@@ -120,7 +120,9 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
         "": {"model": args.model, "out": args.out, "device": args.device, "seed": args.seed},
         "data": {"path": args.data, "format": args.format, "user_col": args.user_col,
                  "item_col": args.item_col, "rating_col": args.rating_col,
-                 "time_col": args.time_col, "header": args.header, "edge_type": args.edge_type,
+                 "time_col": args.time_col, "header": args.header, "edge_type": args.edge_type, "sep": args.sep,
+                 "test_path": args.test_data, "valid_path": args.valid_data,
+                 "unseen_test": args.unseen_test, "overlap": args.overlap,
                  "min_rating": args.min_rating, "kcore": args.kcore, "dedup": args.dedup},
         "split": {"method": args.split, "test_ratio": args.test_ratio,
                   "valid_ratio": args.valid_ratio, "time_cut": args.time_cut,
@@ -145,6 +147,8 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
 
 def _settle_split(cfg: RunConfig, ds: Dataset) -> None:
     """``auto`` -> ``given`` when the data carries a predefined test part, else ``random``."""
+    from graphrec.schema import EDGE, PART, PART_TEST
+
     if cfg.split.method == "auto":
         store = ds.graph[EDGE]
         given = PART in store and bool((store[PART] == PART_TEST).any())
@@ -161,6 +165,8 @@ RESUME_FREE = {("", "device"), ("", "out"), ("eval", "progress"), ("train", "pro
 def resume_config(args: argparse.Namespace) -> RunConfig:
     """The saved config of run folder ``args.resume``; flags that change it are errors, except
     ``--epochs`` where the schedule does not depend on it (all but ``cosine``)."""
+    from graphrec.trainer import epochs_extendable
+
     run_dir = Path(args.resume)
     path = run_dir / "config.json"
     try:
@@ -192,9 +198,21 @@ def train(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, float]:
 
     ``resume``: continue the training saved in ``out`` (see :func:`graphrec.trainer.train_model`).
     """
+    import torch
+
+    from graphrec.checkpoint import CHECKPOINT_NAME, save_checkpoint
+    from graphrec.data.source import load_data
+    from graphrec.evaluation.evaluator import evaluate
+    from graphrec.models import REGISTRY, build_model, canonical_name, model_config
+    from graphrec.plots import write_curves
+    from graphrec.split import split
+    from graphrec.trainer import HISTORY_NAME, train_model
+    from graphrec.utils import atomic_write_json, resolve_device
+
     torch.manual_seed(cfg.seed)
     cfg.model = canonical_name(cfg.model)
     model_cfg = model_config(cfg.model, cfg.model_options)
+    cfg.model_options = dataclasses.asdict(model_cfg)  # config.json: every value resolved
     if resume and not REGISTRY[cfg.model][0].trainable:
         raise GraphrecError(f"--resume: model {cfg.model} is not trained, there is nothing to resume")
     device = resolve_device(cfg.device)
@@ -239,6 +257,11 @@ def _evaluate_index(model: Any, parts: Split, cfg: RunConfig, out: Path) -> None
     """The test metrics through the ``--index`` item index, in ``index_metrics.json``."""
     import torch as _torch
 
+    from graphrec.evaluation.evaluator import evaluate
+    from graphrec.models.base import Retriever
+    from graphrec.serve.index import retriever_index
+    from graphrec.utils import atomic_write_json
+
     with _torch.no_grad():
         scorer = model.scorer()
         if not isinstance(scorer, Retriever):
@@ -277,8 +300,9 @@ def default_out(model: str) -> Path:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = "python -m graphrec.train") -> int:
+    """The command: parse ``argv``, train into the run folder, print the test metrics."""
+    args = parser(prog).parse_args(argv)
     if args.resume and args.overwrite:
         raise GraphrecError("--overwrite: not with --resume (a resumed run continues its folder)")
     cfg = resume_config(args) if args.resume else config_from_args(args)
@@ -297,6 +321,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"through the {cfg.index.kind} index (against exact): {diffs}")
     print(f"run folder: {out}")
     return 0
+
+
+# ``gr.train(...)``: this module, called, is graphrec.api.train (graphrec/_callable.py)
+make_callable(__name__)
 
 
 if __name__ == "__main__":

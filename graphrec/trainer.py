@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 from graphrec.batches import make_batches
 from graphrec.errors import GraphrecError, TrainingDiverged, TrainingInterrupted
 from graphrec.evaluation.evaluator import EvalConfig, evaluate
+from graphrec.evaluation.metrics import RANKING_METRICS
 from graphrec.models.base import Recommender
 from graphrec.schema import EDGE
 from graphrec.split import Split
@@ -242,6 +243,11 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
     known = [f"{m}@{k}" for m in eval_cfg.metrics for k in eval_cfg.ks]
     if model.predicts_ratings:
         known += list(LOWER_IS_BETTER)
+    name, _, cut = cfg.metric.partition("@")
+    if cfg.metric not in LOWER_IS_BETTER and (name not in RANKING_METRICS or not cut.isdigit()):
+        # a typo is an error with or without a validation part to stop on
+        raise GraphrecError(f"--metric: unknown metric {cfg.metric!r}; use NAME@K with NAME one "
+                            f"of {', '.join(RANKING_METRICS)}, or {' or '.join(LOWER_IS_BETTER)}")
     if split.valid is not None and cfg.metric not in known:
         raise GraphrecError(f"--metric: {cfg.metric} is not among the evaluated metrics "
                             f"({', '.join(known)})")

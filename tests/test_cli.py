@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,8 @@ from conftest import shared
 from graphrec import convert, train
 from graphrec.cli import run
 from graphrec.data.graph import load
+
+TINY = Path(__file__).resolve().parents[1] / "data" / "tiny.csv"
 
 
 def run_main(main, argv, capsys):
@@ -171,3 +174,128 @@ def test_gowalla_pop_matches_independent_protocol(tmp_path, capsys):
     assert metrics["users"] == len(te) == 29858
     assert metrics["recall@20"] == pytest.approx(recall / len(te), abs=1e-6)
     assert metrics["ndcg@20"] == pytest.approx(ndcg / len(te), abs=1e-6)
+
+
+# --- one command line: `graphrec COMMAND`, console scripts, one error handler ---------------
+
+ENTRIES = [
+    [sys.executable, "-m", "graphrec.train"],
+    [sys.executable, "-m", "graphrec.convert"],
+    [sys.executable, "-m", "graphrec.recommend"],
+    [sys.executable, "-m", "graphrec"],
+    [sys.executable, "-m", "graphrec", "train"],
+    [sys.executable, "-m", "graphrec", "convert"],
+    [sys.executable, "-m", "graphrec", "recommend"],
+]
+
+
+@pytest.mark.parametrize("entry", ENTRIES, ids=lambda e: " ".join(e[2:]))
+def test_help_answers_without_importing_torch(entry):
+    """--help builds the parsers only: torch, PyG and pandas stay unimported."""
+    code = ("import runpy, sys\n"
+            f"sys.argv = {entry[2:3] + entry[3:] + ['--help']!r}\n"
+            "try:\n"
+            f"    runpy.run_module({entry[2]!r}, run_name='__main__', alter_sys=True)\n"
+            "except SystemExit as e:\n"
+            "    assert e.code in (0, None), e.code\n"
+            "print(sorted(m for m in ('torch', 'torch_geometric', 'pandas', 'numpy') "
+            "if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert "usage:" in proc.stdout
+
+
+def _console(name):
+    import shutil
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if path is None:
+        pytest.skip(f"console script {name} not installed (pip install -e .)")
+    return path
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["graphrec", "train", "--model", "bpr", "--set", "dim=abc"], "dim: expected an integer"),
+    (["graphrec-train", "--model", "bpr", "--set", "num_layers=2.5"], "num_layers: expected an integer"),
+    (["graphrec-train", "--epochs", "x"], "--epochs: invalid int value"),
+    (["graphrec", "convert", "/no/such.csv", "-o", "g.pt"], "/no/such.csv"),
+    (["graphrec-convert", "/no/such.csv", "-o", "g.pt"], "/no/such.csv"),
+    (["graphrec", "recommend", "--run", "/no/run", "--user", "a"], "/no/run"),
+    (["graphrec-recommend", "--run", "/no/run", "--user", "a"], "/no/run"),
+    (["graphrec", "bogus"], "unknown command 'bogus'"),
+])
+def test_user_errors_are_one_line_with_exit_code_2(argv, message, tmp_path):
+    """Every entry, console scripts included: one stderr line, exit code 2, no traceback."""
+    proc = subprocess.run([_console(argv[0])] + argv[1:], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if not line.startswith("INFO:")]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_console_script_logs_and_trains(tmp_path):
+    """graphrec-train goes through the same handler as python -m graphrec.train: INFO lines."""
+    proc = subprocess.run([_console("graphrec-train"), "--model", "pop", "--no-progress",
+                           "--out", str(tmp_path / "r")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "INFO: data:" in proc.stderr and "run folder:" in proc.stdout
+
+
+def test_internal_error_is_one_line_naming_the_traceback_file(capsys):
+    def buggy(argv):
+        return {}["missing"]
+    code = run(buggy, [])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1
+    assert err.startswith("internal error: KeyError") and "Traceback" not in err
+    path = Path(err.split("the traceback is in ")[1].split(",")[0])
+    try:
+        text = path.read_text()
+        assert "Traceback (most recent call last)" in text and "buggy" in text
+    finally:
+        path.unlink()
+
+
+def test_config_json_reproduces_the_run(tmp_path, capsys):
+    """config.json holds every resolved value, model options included; training from it alone
+    gives the same metrics."""
+    first = tmp_path / "a"
+    code, _, err = run_main(train.main, ["--model", "bpr", "--data", str(TINY), "--epochs", "3",
+                                         "--set", "dim=8", "--out", str(first), "--no-progress"],
+                            capsys)
+    assert code == 0, err
+    saved = json.loads((first / "config.json").read_text())
+    assert saved["model_options"]["dim"] == 8 and "num_layers" in saved["model_options"]
+    again = tmp_path / "b"
+    code, _, err = run_main(train.main, ["--config", str(first / "config.json"), "--out",
+                                         str(again)], capsys)
+    assert code == 0, err
+    a, b = (json.loads((d / "metrics.json").read_text()) for d in (first, again))
+    for m in (a, b):
+        m.pop("fit_seconds"), m.pop("eval_seconds")
+    assert a == b
+    assert json.loads((again / "config.json").read_text())["model_options"] == saved["model_options"]
+
+
+def test_predefined_split_files_through_train_and_convert(tmp_path, capsys):
+    """--data train.csv --test-data test.csv: the given split, policies counted and printed."""
+    (tmp_path / "train.csv").write_text("user,item\na,1\na,2\nb,2\nb,3\nc,3\nc,1\n")
+    (tmp_path / "test.csv").write_text("user,item\na,3\nb,1\nz,1\nc,3\n")
+    base = ["--data", str(tmp_path / "train.csv"), "--test-data", str(tmp_path / "test.csv")]
+    code, _, err = run_main(train.main, ["--model", "pop", *base, "--out", str(tmp_path / "r0"),
+                                         "--no-progress"], capsys)
+    assert code == 2 and "user 'z' does not occur in the training file" in err
+    policies = ["--unseen-test", "drop", "--overlap", "drop-from-test"]
+    code, out, err = run_main(train.main, ["--model", "pop", *base, *policies, "--out",
+                                           str(tmp_path / "r"), "--no-progress"], capsys)
+    assert code == 0, err
+    assert "(given split)" in out and "test users = 2" in out
+    code, out, err = run_main(convert.main, [str(tmp_path / "train.csv"), "--test-data",
+                                             str(tmp_path / "test.csv"), *policies, "-o",
+                                             str(tmp_path / "g.pt")], capsys)
+    assert code == 0, err
+    assert "test dropped unseen" in out and "test dropped overlap" in out
+    ds = load(tmp_path / "g.pt")
+    assert ds.meta["test_dropped_unseen"] == 1 and ds.meta["test_dropped_overlap"] == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -166,8 +167,21 @@ def test_headerless_file_with_positional_columns(tmp_path):
     assert f["rating"].tolist() == [4.0, 2.0, 5.0]
     assert f["time"].tolist() == [100, 200, 300]
     assert f.index.tolist() == [1, 2, 4]  # line numbers survive a blank line
-    with pytest.raises(GraphrecError, match="headerless"):
-        read(path, columns=ColumnNames(header=False))
+    # unnamed, a headerless file's first two fields are user and item
+    f = read(path, columns=ColumnNames(header=False)).frame
+    assert list(f.columns) == ["user", "item"] and f["user"].tolist() == [100, 200, 300]
+
+
+def test_space_separated_user_item_lines(tmp_path):
+    """As BERT4Rec's data sets ship: `user item` per line, read with --sep ' ' --no-header."""
+    path = write(tmp_path / "ml-1m.txt", "1 10\n1 11\n2 10\n3 12\n")
+    raw = read(path, columns=ColumnNames(header=False), sep=" ")
+    assert raw.frame["user"].tolist() == [1, 1, 2, 3] and raw.frame["item"].tolist() == [10, 11, 10, 12]
+    assert read(path, columns=ColumnNames(header=False), sep="space").frame.equals(raw.frame)
+    with pytest.raises(GraphrecError, match="--sep: expected one character"):
+        read(path, sep="ab")
+    with pytest.raises(GraphrecError, match="--sep: only for delimited files"):
+        read(path, format="lightgcn", sep=" ")
 
 
 def test_parquet(tmp_path):
@@ -276,14 +290,13 @@ def test_lightgcn_pair(tmp_path):
     assert raw.frame[PART].tolist() == [PART_TRAIN] * 6
 
 
-def test_lightgcn_string_ids(tmp_path):
+def test_lightgcn_string_ids_are_an_error(tmp_path):
+    """LightGCN files hold integer ids; text ids are refused with the line, never turned into
+    strings silently."""
     train = write(tmp_path / "train.txt", "u_a i-007 i-1\nu_b i-1\n")
     test = write(tmp_path / "test.txt", "u_b i-007\n")
-    ds = build(read_lightgcn(train, test))
-    assert ds.users.raw.tolist() == ["u_a", "u_b"]
-    assert ds.items.raw.tolist() == ["i-007", "i-1"]
-    assert sorted(edge_pairs(ds)) == [("u_a", "i-007"), ("u_a", "i-1"), ("u_b", "i-007"),
-                                      ("u_b", "i-1")]
+    with pytest.raises(GraphrecError, match="line 1.*user id 'u_a' is not a 64-bit integer"):
+        read_lightgcn(train, test)
 
 
 def test_integer_looking_ids_stay_strings_when_any_id_is_not_canonical(tmp_path):
@@ -532,9 +545,37 @@ def test_lightgcn_test_ids_absent_from_training(tmp_path):
 def test_lightgcn_same_pair_in_train_and_test(tmp_path):
     write(tmp_path / "train.txt", "0 1\n1 0 2\n")
     write(tmp_path / "test.txt", "0 2\n1 0\n")
-    raw = read(tmp_path)
-    msg = _error(lambda: build(raw))
-    assert str(tmp_path) in msg and "both" in msg and "user 1" in msg and "item 0" in msg
+    msg = _error(lambda: read(tmp_path))
+    assert "test.txt: line 2" in msg and "user 1 has item 0" in msg
+    assert "--overlap drop-from-test" in msg
+    ds = build(read_lightgcn(tmp_path / "train.txt", tmp_path / "test.txt",
+                             overlap="drop-from-test"))
+    assert ds.meta["test_dropped_overlap"] == 1
+    assert int((ds.graph[EDGE][PART] == PART_TEST).sum()) == 1
+
+
+def test_predefined_split_from_any_format(tmp_path):
+    """--data train.csv --test-data test.csv [--valid-data valid.csv], with the policies for
+    messy public splits: test users absent from training, training pairs repeated in test."""
+    from graphrec.data.readers import combine_parts
+
+    train = write(tmp_path / "train.csv", "user,item,rating\na,1,5\na,2,4\nb,2,3\nc,3,1\n")
+    test = write(tmp_path / "test.csv", "user,item,rating\na,3,2\nz,1,5\nb,2,3\nc,1,4\n")
+    valid = write(tmp_path / "valid.csv", "user,item,rating\nb,1,2\n")
+    tr, te, va = read(train), read(test), read(valid)
+    msg = _error(lambda: combine_parts(tr, te))
+    assert "test.csv: line 3: user 'z' does not occur in the training file train.csv" in msg
+    assert "--unseen-test drop" in msg
+    msg = _error(lambda: combine_parts(tr, te, unseen="drop"))
+    assert "test.csv: line 4: user 'b' has item 2 in the training file" in msg
+    raw = combine_parts(tr, te, va, unseen="drop", overlap="drop-from-test")
+    assert raw.notes == {"test_dropped_unseen": 1, "test_dropped_overlap": 1}
+    ds = build(raw)
+    assert ds.meta["test_dropped_unseen"] == 1 and ds.meta["test_dropped_overlap"] == 1
+    parts = ds.graph[EDGE][PART].tolist()
+    assert sorted(parts) == [PART_TRAIN] * 4 + [1] + [PART_TEST] * 2
+    with pytest.raises(GraphrecError, match="--unseen-test: unknown policy"):
+        combine_parts(tr, te, unseen="keep")
 
 
 def test_atomic_header_without_type(tmp_path):
@@ -718,3 +759,59 @@ def test_a_graph_of_other_names_is_a_clear_error_in_propagation_and_splits():
     for call in (lambda: normalized_adjacency(d), lambda: split(d, SplitConfig())):
         with pytest.raises(GraphrecError, match=r"no \('user', 'interacts', 'item'\) edges.*--format pyg"):
             call()
+
+
+# --------------------------------------------------------------------------------------------
+# The typed pyarrow parse against the checked one
+
+FAST_CASES = {
+    "ints.csv": "user,item,rating,timestamp\n1,31,2.5,1260759144\n1,1029,3.0,1260759179\n7,31,4.5,1260759185\n",
+    "strings.csv": "user,item,stars\nu_b,i-007,4\n u_a ,i-1,5\nu_b,i-1,1\n",
+    "noncanonical.csv": "user,item\n007,5\n12,6\n7,5\n",
+    "intfloat.csv": "user,item,rating\n1.0,2.00,3\n4.0,5.0,1\n",
+    "huge_ints.csv": "user,item\n99999999999999999999,1\n2,1\n",
+    "signs.csv": "user,item\n-5,+3\n-0,4\n9223372036854775807,10\n",
+    "negatives.csv": "user,item\n-5,3\n-120,4\n1000000000000000000,999999999999999999\n",
+    "spaces.csv": "user,item\n 5,3\n6 ,4\n",
+    "quoted.csv": 'user,item,rating\n"a,1",x,1\n"b",y,2\n',
+    "blank_line.csv": "user,item,rating\n1,2,3\n\n4,5,1\n",
+    "float_time.csv": "user,item,time\n1,2,1.5e9\n3,4,1600000000.4\n",
+    "date_time.csv": "user,item,time\n1,2,2020-01-01\n3,4,2021-06-01 12:00:00\n",
+    "bom.csv": "\ufeffuser,item\n1,2\n3,4\n",
+    "tabs.tsv": 'user\titem\trating\n1\t"q\t2\n3\t4\t5\n',
+    "u.data": "196\t242\t3\t881250949\n186\t302\t3\t891717742\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FAST_CASES))
+def test_typed_parse_gives_the_checked_frame(name, tmp_path, monkeypatch):
+    """Every file reads to the same frame (values, dtypes, line-number index) with the pyarrow
+    parse as with the checked pandas parse alone."""
+    path = write(tmp_path / name, FAST_CASES[name])
+    fast = read(path).frame
+    monkeypatch.setattr(readers, "_fast_table", lambda *a, **k: None)
+    checked = read(path).frame
+    pd.testing.assert_frame_equal(fast, checked)
+
+
+@pytest.mark.parametrize("text,message", [
+    ("user,item,rating\n1,2,x\n", "line 2: rating 'x' is not a finite number"),
+    ("user,item,rating\n1,2,1e40\n", "line 2: rating '1e40' is beyond float32"),
+    ("user,item,rating\n1,2,nan\n", "line 2: rating 'nan' is not a finite number"),
+    ("user,item,rating\n1,,3\n", "line 2: empty item id"),
+    ("user,item,time\n1,2,1e30\n", "line 2: timestamp '1e30' is outside int64 seconds"),
+    ("user,item\n1,2,3\n", "more fields"),
+    ("user,thing\n1,2\n", "no item column"),
+    ("", "empty file"),
+])
+def test_old_error_cases_hold_with_the_typed_parse(text, message, tmp_path):
+    path = write(tmp_path / "bad.csv", text)
+    with pytest.raises(GraphrecError, match=re.escape(message)):
+        read(path)
+
+
+def test_typed_parse_reads_real_ml100k_as_the_checked_parse(monkeypatch):
+    path = shared_path("ml-100k", "u.data")
+    fast = readers.read_movielens_100k(path).frame
+    monkeypatch.setattr(readers, "_fast_table", lambda *a, **k: None)
+    pd.testing.assert_frame_equal(fast, readers.read_movielens_100k(path).frame)

@@ -56,9 +56,18 @@ def test_command_runs(number, command, shared_workdir):
     assert proc.returncode == 0, proc.stderr
 
 
+def test_python_api_example_runs(workdir):
+    """The notebook example: load, split, train, evaluate, recommend, save and load back."""
+    code = blocks("python")[0] + "\nassert set(metrics) >= {'recall@1', 'ndcg@3', 'users'}\n"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=workdir,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert (workdir / "tiny-lightgcn.pt").exists()
+
+
 def test_python_example_runs(workdir):
     # The comment in the example says what to_raw gives; check it.
-    code = blocks("python")[0] + "\nassert list(ds.users.to_raw([0, 1])) == ['alice', 'bob']\n"
+    code = blocks("python")[1] + "\nassert list(ds.users.to_raw([0, 1])) == ['alice', 'bob']\n"
     proc = subprocess.run([sys.executable, "-c", code], cwd=workdir,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from graphrec import recommend, train
+from graphrec.serve.recommend import recommend as recommend_items
 from graphrec.checkpoint import load_checkpoint
 from graphrec.cli import run
 from graphrec.data.readers import read
@@ -145,9 +146,9 @@ def test_index_agrees_with_exact(model, index, k, dot_runs, caplog):
     IVF's one list cover all 45 items); heavy users exercise the over-fetch."""
     ckpt = load_checkpoint(dot_runs[1][model] / "model.pt")
     users = torch.tensor([0, 1, 2, 3, 4, 9, 17, 29])  # the heavy users 0..3 first
-    exact_items, exact_scores = recommend.recommend(ckpt, users, k, index="exact")
+    exact_items, exact_scores = recommend_items(ckpt, users, k, index="exact")
     with caplog.at_level("WARNING", logger="graphrec.recommend"):
-        items, scores = recommend.recommend(ckpt, users, k, index=index, batch=3)
+        items, scores = recommend_items(ckpt, users, k, index=index, batch=3)
     assert not caplog.records  # served by the index: mf's biases folded in, no fallback
     assert items.shape == exact_items.shape
     for row, user in enumerate(users.tolist()):
@@ -165,7 +166,7 @@ def test_ivfpq_returns_k_unseen_items_with_exact_scores(dot_runs):
     included) scored exactly, best first."""
     ckpt = load_checkpoint(dot_runs[1]["mf"])
     users = torch.tensor([0, 1, 5, 9])
-    items, scores = recommend.recommend(ckpt, users, 6, index="ivfpq")
+    items, scores = recommend_items(ckpt, users, 6, index="ivfpq")
     full = ckpt.model.score(users)
     for row, user in enumerate(users.tolist()):
         got = [i for i in items[row].tolist() if i >= 0]
@@ -192,7 +193,7 @@ def test_retriever_vectors_reproduce_scores(model, dot_runs):
 def test_faiss_include_seen_is_the_plain_top_k(model, dot_runs):
     ckpt = load_checkpoint(dot_runs[1][model])
     users = torch.tensor([0, 5])
-    items, scores = recommend.recommend(ckpt, users, 8, include_seen=True, index="faiss")
+    items, scores = recommend_items(ckpt, users, 8, include_seen=True, index="faiss")
     full = ckpt.model.score(users)
     expected_scores, expected = torch.topk(full, 8, dim=1)
     assert [set(r) for r in items.tolist()] == [set(r) for r in expected.tolist()]
@@ -247,9 +248,9 @@ def test_non_retrievers_fall_back_to_exact_scoring(dot_runs, caplog):
     odd = dataclasses.replace(ckpt, model=ncf, model_name="ncf")
     users = torch.arange(6)
     with caplog.at_level("WARNING", logger="graphrec.recommend"):
-        items, scores = recommend.recommend(odd, users, 4, index="hnsw")
+        items, scores = recommend_items(odd, users, 4, index="hnsw")
     assert "exact scoring" in caplog.text
-    exact_items, exact_scores = recommend.recommend(odd, users, 4, index="exact")
+    exact_items, exact_scores = recommend_items(odd, users, 4, index="exact")
     assert torch.equal(items, exact_items) and torch.equal(scores, exact_scores)
 
 
@@ -272,12 +273,12 @@ def test_saved_index_is_reused_checked_and_rebuilt(dot_runs, tmp_path):
 
     ckpt = load_checkpoint(dot_runs[1]["lightgcn"])
     users = torch.arange(10)
-    first = recommend.recommend(ckpt, users, 5, index="hnsw", index_dir=tmp_path)
+    first = recommend_items(ckpt, users, 5, index="hnsw", index_dir=tmp_path)
     path = index_path(tmp_path, "hnsw")
     assert path.with_suffix(".faiss").exists() and path.with_suffix(".json").exists()
     assert faiss.read_index(str(path.with_suffix(".faiss"))).ntotal == NUM_ITEMS
     stamp = path.with_suffix(".faiss").stat().st_mtime_ns
-    again = recommend.recommend(ckpt, users, 5, index="hnsw", index_dir=tmp_path)
+    again = recommend_items(ckpt, users, 5, index="hnsw", index_dir=tmp_path)
     assert torch.equal(first[0], again[0]) and path.with_suffix(".faiss").stat().st_mtime_ns == stamp
     vectors = ckpt.model.scorer().item_vectors()
     loaded = ItemIndex.load(path, vectors, IndexConfig("hnsw", ef_search=64))
@@ -309,7 +310,7 @@ def test_bad_index_settings_are_one_line(options, message, dot_runs, capsys):
 def test_unknown_index_is_an_error(dot_runs):
     ckpt = load_checkpoint(dot_runs[1]["bpr"])
     with pytest.raises(GraphrecError, match="--index: unknown index 'annoy'"):
-        recommend.recommend(ckpt, torch.tensor([0]), 3, index="annoy")
+        recommend_items(ckpt, torch.tensor([0]), 3, index="annoy")
 
 
 def test_train_evaluates_through_an_index_and_recommend_reuses_it(tmp_path, capsys, caplog):

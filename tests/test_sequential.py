@@ -235,7 +235,7 @@ def test_sequence_models_have_their_own_training_defaults():
 
 def test_recommend_gives_next_items_after_the_full_history(synthetic, tmp_path):
     from graphrec.checkpoint import load_checkpoint, save_checkpoint
-    from graphrec.recommend import recommend
+    from graphrec.serve.recommend import recommend
 
     ds, parts = synthetic
     model = build_model("sasrec", ds.num_users, ds.num_items, model_config("sasrec", {"max_len": 6}))

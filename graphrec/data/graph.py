@@ -21,13 +21,13 @@ from torch_geometric.data import HeteroData
 
 from graphrec.data.readers import RawData
 from graphrec.errors import GraphrecError
+from graphrec.names import DEDUP_POLICIES
 from graphrec.schema import (EDGE, ITEM, PART, PART_TEST, RATING, RESERVED_NODE_ATTRS, REV_EDGE,
                              TIME, USER)
 from graphrec.utils import atomic_torch_save, load_artifact
 
 log = logging.getLogger(__name__)
 
-DEDUP_POLICIES = ("last", "first")
 FILE_FORMAT = "graphrec-graph"
 FILE_VERSION = 1
 MAX_MULTI_HOT = 256  # token_seq columns with more distinct tokens stay text (titles, say)
@@ -125,12 +125,17 @@ def make_graph(
     user = user.long()
     item = item.long()
     # Stable sort by user, then time when present: the per-user sequences are time-ordered.
-    order = torch.arange(user.numel())
-    if TIME in edge_attrs:
-        order = order[torch.argsort(edge_attrs[TIME][order], stable=True)]
-    order = order[torch.argsort(user[order], stable=True)]
-    user, item = user[order], item[order]
-    edge_attrs = {k: v[order] for k, v in edge_attrs.items()}
+    time = edge_attrs.get(TIME)
+    same_user = user[1:] == user[:-1]
+    ordered = bool((user[1:] >= user[:-1]).all()) and (
+        time is None or bool(((time[1:] >= time[:-1]) | ~same_user).all()))
+    if not ordered:  # build() passes them ordered already
+        order = torch.arange(user.numel())
+        if time is not None:
+            order = order[torch.argsort(time, stable=True)]
+        order = order[torch.argsort(user[order], stable=True)]
+        user, item = user[order], item[order]
+        edge_attrs = {k: v[order] for k, v in edge_attrs.items()}
 
     data = HeteroData()
     data[USER].num_nodes = int(num_users)
@@ -145,6 +150,25 @@ def make_graph(
     for name, value in edge_attrs.items():
         data[REV_EDGE][name] = value
     return data
+
+
+def _edge_order(user: np.ndarray, time: np.ndarray | None) -> np.ndarray:
+    """The stable order by (user, time) of edges in file order, as one sort of one int64 key
+    where it fits (two stable sorts otherwise)."""
+    user_t = torch.from_numpy(np.ascontiguousarray(user, dtype=np.int64))
+    if time is None:
+        return torch.argsort(user_t, stable=True).numpy()
+    t = torch.from_numpy(np.array(time, dtype=np.int64))  # a copy: the frame's may be read-only
+    low, span = (int(t.min()), int(t.max()) - int(t.min()) + 1) if t.numel() else (0, 1)
+    if (int(user_t.max()) + 1 if user_t.numel() else 1) * span < 2**62:
+        return torch.argsort(user_t * span + (t - low), stable=True).numpy()
+    by_time = torch.argsort(t, stable=True)
+    return by_time[torch.argsort(user_t[by_time], stable=True)].numpy()
+
+
+def _plain(value: Any) -> Any:
+    """A raw id as a Python value (numpy scalars print as themselves)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def check_schema(graph: HeteroData, what: str = "graph") -> None:
@@ -330,7 +354,8 @@ def build(
         raise GraphrecError(f"--kcore: must be >= 0, got {kcore}")
     frame = raw.frame.reset_index(drop=True)
     n_read = len(frame)
-    meta: dict[str, Any] = {"source": raw.source, "format": raw.format, "read": n_read}
+    meta: dict[str, Any] = {"source": raw.source, "format": raw.format, "read": n_read,
+                            **raw.notes}
 
     if min_rating is not None:
         if RATING not in frame:
@@ -339,45 +364,59 @@ def build(
         meta["min_rating"] = float(min_rating)
         meta["below_min_rating"] = n_read - len(frame)
 
-    # Duplicates: within each predefined part, then across parts (that would be leakage).
-    n_before = len(frame)
-    if TIME in frame:
-        # Stable: equal times stay in file order, which make_graph keeps as the tie-break.
-        frame = frame.sort_values(TIME, kind="stable")
-    keys = ["user", "item"] + ([PART] if PART in frame else [])
-    frame = frame.drop_duplicates(keys, keep=dedup)
-    if PART in frame:
-        cross = frame.duplicated(["user", "item"], keep=False).to_numpy()
-        if cross.any():
-            user, item = frame[cross][["user", "item"]].iloc[0].tolist()  # Python values
-            raise GraphrecError(
-                f"{raw.source}: user {user!r} has item {item!r} in both the training "
-                f"and the test file ({int(cross.sum()) // 2} such pairs); that would leak test data"
-            )
-    meta["duplicates"] = n_before - len(frame)
-    meta["dedup"] = dedup
-
-    # Dense ids: sorted raw ids, so integer ids 0..n-1 map to themselves.
+    # Dense ids: sorted raw ids, so integer ids 0..n-1 map to themselves. Dropping duplicates
+    # keeps one copy of every pair, so the ids are the same before and after.
     user_codes, user_raw = pd.factorize(frame["user"], sort=True)
     item_codes, item_raw = pd.factorize(frame["item"], sort=True)
+    columns = {name: frame[name].to_numpy() for name in (RATING, TIME, PART) if name in frame}
+    # The edge order of the graph, (user, time, file order), made once: a pair's copies are then
+    # in time order (file order on equal times) for keeping the last or the first. The frame
+    # itself is never reordered; ``rows`` indexes it.
+    rows = _edge_order(user_codes, columns.get(TIME))
+    user, item = user_codes[rows].astype(np.int64), item_codes[rows].astype(np.int64)
+    part = columns[PART][rows] if PART in columns else None
+
+    # Duplicates: within each predefined part, then across parts (that would be leakage).
+    n_before = len(rows)
+    if len(user_raw) * len(item_raw) < 2**60:  # one int64 key per pair: hashing one column
+        pair = user * len(item_raw) + item
+        keys: Any = pair * 4 + part if part is not None else pair
+    else:
+        pair = pd.MultiIndex.from_arrays([user, item])
+        keys = pd.MultiIndex.from_arrays([user, item] + ([part] if part is not None else []))
+    keep = ~pd.Series(keys).duplicated(keep=dedup).to_numpy()
+    if not keep.all():
+        rows, user, item, pair = rows[keep], user[keep], item[keep], pair[keep]
+    if part is not None:
+        cross = pd.Series(pair).duplicated(keep=False).to_numpy()
+        if cross.any():
+            first = int(np.flatnonzero(cross)[0])
+            raise GraphrecError(
+                f"{raw.source}: user {_plain(user_raw[user[first]])!r} has item "
+                f"{_plain(item_raw[item[first]])!r} in both the training and the test file "
+                f"({int(cross.sum()) // 2} such pairs); that would leak test data")
+    meta["duplicates"] = n_before - len(rows)
+    meta["dedup"] = dedup
+
     if kcore > 1:
-        keep = _kcore(user_codes, item_codes, kcore)
+        keep = _kcore(user, item, kcore)
         meta["kcore"] = kcore
         meta["kcore_removed"] = int((~keep).sum())
-        frame = frame[keep]
-        user_codes, user_raw = pd.factorize(frame["user"], sort=True)
-        item_codes, item_raw = pd.factorize(frame["item"], sort=True)
-    if len(frame) == 0:
+        rows, user, item = rows[keep], user[keep], item[keep]
+        kept_users, user = np.unique(user, return_inverse=True)  # codes keep the raw-id order
+        kept_items, item = np.unique(item, return_inverse=True)
+        user_raw, item_raw = user_raw[kept_users], item_raw[kept_items]
+    if len(rows) == 0:
         raise GraphrecError(f"{raw.source}: no interactions left after filtering "
                             f"(min_rating={min_rating}, kcore={kcore})")
     users, items = IdMap.from_index(user_raw), IdMap.from_index(item_raw)
     edge_attrs = {}
-    if RATING in frame:
-        edge_attrs[RATING] = torch.from_numpy(frame[RATING].to_numpy(np.float32, copy=True))
-    if TIME in frame:
-        edge_attrs[TIME] = torch.from_numpy(frame[TIME].to_numpy(np.int64, copy=True))
-    if PART in frame:
-        edge_attrs[PART] = torch.from_numpy(frame[PART].to_numpy(np.int8, copy=True))
+    if RATING in columns:
+        edge_attrs[RATING] = torch.from_numpy(columns[RATING][rows].astype(np.float32))
+    if TIME in columns:
+        edge_attrs[TIME] = torch.from_numpy(columns[TIME][rows].astype(np.int64))
+    if PART in columns:
+        edge_attrs[PART] = torch.from_numpy(columns[PART][rows].astype(np.int8))
 
     features: dict[str, Any] = {}
     node_attrs: dict[str, dict[str, Any]] = {USER: {}, ITEM: {}}
@@ -388,14 +427,13 @@ def build(
             )
     graph = make_graph(
         len(users), len(items),
-        torch.from_numpy(user_codes.astype(np.int64)),
-        torch.from_numpy(item_codes.astype(np.int64)),
+        torch.from_numpy(user), torch.from_numpy(item),
         edge_attrs, node_attrs[USER], node_attrs[ITEM],
     )
     meta["features"] = features
-    meta["has_rating"] = RATING in frame
-    meta["has_time"] = TIME in frame
-    meta["given_split"] = bool(PART in frame and (frame[PART] == PART_TEST).any())
+    meta["has_rating"] = RATING in columns
+    meta["has_time"] = TIME in columns
+    meta["given_split"] = bool(PART in columns and (columns[PART] == PART_TEST).any())
     return Dataset(graph, users, items, meta)
 
 
@@ -426,7 +464,8 @@ def summary(ds: Dataset) -> dict[str, Any]:
         out["time_max"] = int(store[TIME].max())
     if PART in store:
         out["test_interactions"] = int((store[PART] == PART_TEST).sum())
-    for key in ("below_min_rating", "kcore_removed"):
+    for key in ("below_min_rating", "kcore_removed", "test_dropped_unseen",
+                "test_dropped_overlap", "valid_dropped_unseen", "valid_dropped_overlap"):
         if key in ds.meta:
             out[key] = ds.meta[key]
     for node in (USER, ITEM):

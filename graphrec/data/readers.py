@@ -11,19 +11,21 @@ Bad input raises :class:`~graphrec.errors.GraphrecError` with the file and line.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from graphrec.errors import GraphrecError
-from graphrec.schema import PART_TEST, PART_TRAIN
+from graphrec.names import FORMATS, OVERLAP_POLICIES, UNSEEN_POLICIES
+from graphrec.schema import PART_TEST, PART_TRAIN, PART_VALID
 
-FORMATS = ("ml-100k", "ml-dat", "csv", "tsv", "parquet", "atomic", "lightgcn", "pyg")
 FEATURE_TYPES = ("token", "token_seq", "float", "float_seq")
 
 # Column names tried, in order, when a CSV/TSV/Parquet file does not name them by flags.
@@ -65,6 +67,8 @@ class RawData:
     user_features: pd.DataFrame | None = None
     item_features: pd.DataFrame | None = None
     feature_types: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: counts the reader reports (held-out rows dropped by a policy), copied into the metadata
+    notes: dict[str, int] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,7 +200,129 @@ def _finish(frame: pd.DataFrame, path: str) -> pd.DataFrame:
 
 
 # --------------------------------------------------------------------------------------------
-# Delimited text
+# Delimited text: a typed pyarrow parse for clean files, the checked pandas parse otherwise
+#
+# The fast path parses the wanted columns with pyarrow (ids as text, rating and time as
+# float64, as the checked path reads them) and converts them with the same rules. Anything it
+# does not take as clean (a parse error, a null, an empty id, a bad number, a date column)
+# returns None, and the file is read again by the checked path, whose one-line errors name the
+# line. So both give the same frame for a clean file, and the same error for a bad one.
+
+
+def _first_fields(path: Path, sep: str) -> list[str] | None:
+    """The first line's fields (the header, or a count of the columns), or None if unreadable."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            line = fh.readline()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not line.strip():
+        return None
+    quoting = csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL
+    return next(csv.reader([line], delimiter=sep, quoting=quoting), None)
+
+
+_POW10 = np.array([10**k for k in range(19)], dtype=np.int64)
+
+
+def _canonical_ints(column: Any) -> np.ndarray | None:
+    """The ids as int64 when every one is written as a canonical integer (no sign but ``-``, no
+    leading zero, no space), checked without a regex: the text is as long as the number's
+    digits. None otherwise."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    try:
+        values = pc.cast(column, pa.int64()).to_numpy()
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    if len(values) and values.min() == np.iinfo(np.int64).min:
+        return None
+    magnitude = np.abs(values)
+    digits = np.maximum(np.searchsorted(_POW10, magnitude, side="right"), 1)
+    length = pc.utf8_length(column).to_numpy()
+    return values if np.array_equal(length, digits + (values < 0)) else None
+
+
+def _fast_ids(column: Any, what: str) -> pd.Series | None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if column.null_count == 0:
+        ints = _canonical_ints(column)
+        if ints is not None:
+            return pd.Series(ints, name=what)
+    text = pc.utf8_trim_whitespace(column)
+    if text.null_count or bool(pc.any(pc.equal(text, "")).as_py()):
+        return None  # the checked path names the line
+    for pattern in (_INT_RE, _INT_FLOAT_RE):
+        if bool(pc.all(pc.match_substring_regex(text, f"^{pattern}$")).as_py()):
+            try:
+                digits = pc.replace_substring_regex(text, r"\.0+$", "") if pattern != _INT_RE else text
+                return pd.Series(pc.cast(digits, pa.int64()).to_numpy(), name=what)
+            except (pa.ArrowInvalid, OverflowError):
+                break  # integers beyond int64 stay strings
+    return pd.Series(text.to_numpy(zero_copy_only=False), name=what, dtype=object)
+
+
+def _fast_table(path: Path, sep: str, header: bool, wanted: dict[str, str]) -> pd.DataFrame | None:
+    """``{canonical name: file column}`` of ``path`` as the canonical frame, or None."""
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+    except ImportError:
+        return None
+    fields = _first_fields(path, sep)
+    if fields is None:
+        return None
+    names = None if header else [str(i) for i in range(len(fields))]
+    types = {c: (pa.string() if k in ("user", "item") else pa.float64())
+             for k, c in wanted.items()}
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, block_size=16 << 20),
+            # a blank line (kept as a line number by the checked path) is not clean: fall back
+            parse_options=pacsv.ParseOptions(delimiter=sep, ignore_empty_lines=False,
+                                             quote_char=False if sep == "\t" else '"'),
+            convert_options=pacsv.ConvertOptions(column_types=types,
+                                                 include_columns=list(wanted.values()),
+                                                 strings_can_be_null=False, quoted_strings_can_be_null=False))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowKeyError, KeyError, OSError,
+            UnicodeDecodeError):
+        return None
+    if table.num_rows == 0:
+        return None
+    first = 2 if header else 1  # the index is the line number, as the checked path keeps it
+    out = pd.DataFrame(index=pd.RangeIndex(first, first + table.num_rows))
+    for key in ("user", "item"):
+        ids = _fast_ids(table.column(wanted[key]), key)
+        if ids is None:
+            return None
+        out[key] = ids.set_axis(out.index)
+    if "rating" in wanted:
+        col = table.column(wanted["rating"])
+        if col.null_count:
+            return None
+        values = col.to_numpy()
+        with np.errstate(over="ignore"):
+            stored = values.astype(np.float32)
+        if not (np.isfinite(values).all() and np.isfinite(stored).all()):
+            return None
+        out["rating"] = stored
+    if "time" in wanted:
+        col = table.column(wanted["time"])
+        if col.null_count:
+            return None
+        seconds = col.to_numpy()
+        if not (np.isfinite(seconds).all() and (np.abs(seconds) <= _MAX_SECONDS).all()):
+            return None
+        out["time"] = np.round(seconds).astype("int64")  # as pandas' float64 -> int64
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Delimited text: the checked parse
 
 
 def _parse_csv(path: Path, kwargs: dict, names: list[str] | None) -> pd.DataFrame:
@@ -257,8 +383,13 @@ def _read_delimited(
 def read_movielens_100k(path: str | Path) -> RawData:
     """MovieLens ``u.data``: ``user<TAB>item<TAB>rating<TAB>timestamp``, no header."""
     path = Path(path)
-    frame = _read_delimited(path, "\t", False, ["user", "item", "rating", "time"], n_fields=4)
-    raw = RawData(_finish(frame, str(path)), str(path), "ml-100k")
+    fields = _first_fields(path, "\t")
+    fast = (_fast_table(path, "\t", False, {"user": "0", "item": "1", "rating": "2", "time": "3"})
+            if fields is not None and len(fields) == 4 else None)
+    if fast is None:
+        fast = _finish(_read_delimited(path, "\t", False, ["user", "item", "rating", "time"],
+                                       n_fields=4), str(path))
+    raw = RawData(fast, str(path), "ml-100k")
     # The GroupLens release ships its own pipe-separated u.item/u.user beside u.data.
     return _with_side_features(raw, path, ignore=("u.item", "u.user"))
 
@@ -312,9 +443,9 @@ def _pick(columns: list[str], wanted: str | None, aliases: tuple[str, ...], what
     return None
 
 
-def _select(frame: pd.DataFrame, cols: ColumnNames, path: Path) -> pd.DataFrame:
-    columns = [str(c) for c in frame.columns]
-    frame.columns = columns
+def _column_names(columns: list[str], cols: ColumnNames, path: Path) -> dict[str, str]:
+    """``{"user": column, "item": column, ["rating": ..., "time": ...]}`` of a file's columns,
+    found by the usual names or named in ``cols``."""
     names = {
         "user": _pick(columns, cols.user, USER_ALIASES, "user", path, True, "--user-col"),
         "item": _pick(columns, cols.item, ITEM_ALIASES, "item", path, True, "--item-col"),
@@ -323,9 +454,14 @@ def _select(frame: pd.DataFrame, cols: ColumnNames, path: Path) -> pd.DataFrame:
     }
     if names["user"] == names["item"]:
         raise GraphrecError(f"{path}: user and item columns are both {names['user']!r}")
-    return frame[[c for c in names.values() if c is not None]].set_axis(
-        [k for k, c in names.items() if c is not None], axis=1
-    )
+    return {k: c for k, c in names.items() if c is not None}
+
+
+def _select(frame: pd.DataFrame, cols: ColumnNames, path: Path) -> pd.DataFrame:
+    columns = [str(c) for c in frame.columns]
+    frame.columns = columns
+    names = _column_names(columns, cols, path)
+    return frame[list(names.values())].set_axis(list(names), axis=1)
 
 
 def read_table(path: str | Path, sep: str = ",", columns: ColumnNames | None = None) -> RawData:
@@ -333,11 +469,21 @@ def read_table(path: str | Path, sep: str = ",", columns: ColumnNames | None = N
     ``ratings.csv`` included). Columns are found by usual names or named in ``columns``."""
     path = Path(path)
     cols = columns or ColumnNames()
+    if not cols.header:  # headerless: the first two fields are user and item unless named
+        cols = dataclasses.replace(cols, user=cols.user or "0", item=cols.item or "1")
+    fields = _first_fields(path, sep)
+    if fields and len(set(fields)) == len(fields):
+        names = [str(i) for i in range(len(fields))] if not cols.header else fields
+        try:
+            wanted = _column_names(names, cols, path)
+        except GraphrecError:
+            wanted = None  # the checked path says what is wrong
+        fast = _fast_table(path, sep, cols.header, wanted) if wanted else None
+        if fast is not None:
+            return RawData(fast, str(path), "tsv" if sep == "\t" else "csv")
     frame = _read_delimited(path, sep, cols.header)
     if not cols.header:
         frame.columns = [str(i) for i in range(frame.shape[1])]
-        if cols.user is None or cols.item is None:
-            raise GraphrecError(f"{path}: a headerless file needs --user-col and --item-col (0-based positions)")
     selected = _select(frame, cols, path)
     return RawData(_finish(selected, str(path)), str(path), "tsv" if sep == "\t" else "csv")
 
@@ -479,12 +625,14 @@ def _fits_int64(value: object) -> bool:
     return bool(pd.Series([text]).str.fullmatch(_INT_RE).iloc[0]) and -2**63 <= int(text) < 2**63
 
 
-def read_lightgcn(train: str | Path, test: str | Path | None = None) -> RawData:
+def read_lightgcn(train: str | Path, test: str | Path | None = None, unseen: str = "error",
+                  overlap: str = "error") -> RawData:
     """The LightGCN/NGCF pair ``train.txt``/``test.txt`` (one line per user:
-    ``user item item ...``). Edges carry ``part`` = train or test; test ids must occur in train.
+    ``user item item ...``). Edges carry ``part`` = train or test; test ids must occur in train
+    (``unseen``, ``overlap``: the policies of :func:`combine_parts`).
     """
     train = Path(train)
-    parts = [_read_adjacency(train).assign(part=PART_TRAIN)]
+    parts = [_read_adjacency(train)]
     if not len(parts[0]):
         empty = not train.read_bytes().strip()
         raise GraphrecError(f"{train}: no interactions (" + (
@@ -492,7 +640,7 @@ def read_lightgcn(train: str | Path, test: str | Path | None = None) -> RawData:
             "is 'user item item ...' per line)"))
     if test is not None:
         test = Path(test)
-        parts.append(_read_adjacency(test).assign(part=PART_TEST))
+        parts.append(_read_adjacency(test))
     frames = [_finish(p, str(f)) for p, f in zip(parts, [train, test])]
     for frame, f in zip(frames, [train, test]):
         for col in ("user", "item"):
@@ -501,21 +649,73 @@ def read_lightgcn(train: str | Path, test: str | Path | None = None) -> RawData:
                 raise GraphrecError(f"{f}: {_lines(frame, bad)}: {col} id "
                                     f"{str(frame[col][bad].iloc[0])!r} is not a 64-bit integer "
                                     "(LightGCN files hold integer ids)")
-    if len(frames) == 2:
-        tr, te = frames
+    source = str(train.parent if test else train)
+    raws = [RawData(f, str(path), "lightgcn") for f, path in zip(frames, [train, test])]
+    if len(raws) == 1:
+        return RawData(frames[0].assign(part=PART_TRAIN), source, "lightgcn")
+    combined = combine_parts(raws[0], raws[1], None, unseen, overlap)
+    combined.source = source
+    return combined
+
+
+
+
+def combine_parts(train: RawData, test: RawData, valid: RawData | None = None,
+                  unseen: str = "error", overlap: str = "error") -> RawData:
+    """A predefined split from separate files: one frame whose ``part`` column says train,
+    test or valid, with the training file's side features.
+
+    Held-out rows must be evaluable. ``unseen``: a held-out user or item that never occurs in
+    training is an error naming the line (``"error"``), or the row is dropped and counted
+    (``"drop"``). ``overlap``: a held-out (user, item) pair that is also a training pair is an
+    error (``"error"``: it would leak), or the held-out row is dropped and counted
+    (``"drop-from-test"``). The counts are in ``notes`` and the graph's metadata.
+    """
+    if unseen not in UNSEEN_POLICIES:
+        raise GraphrecError(f"--unseen-test: unknown policy {unseen!r}; choose one of "
+                            f"{', '.join(UNSEEN_POLICIES)}")
+    if overlap not in OVERLAP_POLICIES:
+        raise GraphrecError(f"--overlap: unknown policy {overlap!r}; choose one of "
+                            f"{', '.join(OVERLAP_POLICIES)}")
+    held = [(test, PART_TEST, "test")] + ([(valid, PART_VALID, "valid")] if valid else [])
+    frames = [train.frame.drop(columns=["part"], errors="ignore")] + \
+             [r.frame.drop(columns=["part"], errors="ignore") for r, _, _ in held]
+    for col in ("user", "item"):  # ints in one file, a string in another: compare as text
+        if len({f[col].dtype.kind for f in frames}) > 1:
+            for f in frames:
+                f[col] = f[col].astype(str).astype(object)
+    common = [c for c in frames[0].columns if all(c in f for f in frames[1:])]
+    tr = frames[0]
+    notes: dict[str, int] = {}
+    out = [tr[common].assign(part=PART_TRAIN)]
+    for (raw, code, name), frame in zip(held, frames[1:]):
+        absent = np.zeros(len(frame), dtype=bool)
         for col in ("user", "item"):
-            if tr[col].dtype != te[col].dtype:  # e.g. ints in train, a string in test
-                tr[col] = tr[col].astype(str).astype(object)
-                te[col] = te[col].astype(str).astype(object)
-            absent = ~te[col].isin(pd.unique(tr[col]))
-            if absent.any():
-                first = te[col][absent.to_numpy()].tolist()[0]  # a Python value for the repr
+            missing = ~frame[col].isin(pd.unique(tr[col])).to_numpy()
+            if missing.any() and unseen == "error":
+                first = frame[col][missing].tolist()[0]  # a Python value for the repr
                 raise GraphrecError(
-                    f"{test}: {_lines(te, absent.to_numpy())}: {col} {first!r} does not occur in "
-                    f"the training file {train.name}"
-                )
-    frame = pd.concat(frames, ignore_index=True)
-    return RawData(frame, str(train.parent if test else train), "lightgcn")
+                    f"{raw.source}: {_lines(frame, missing)}: {col} {first!r} does not occur in "
+                    f"the training file {Path(train.source).name} (--unseen-test drop drops "
+                    "such rows)")
+            absent |= missing
+        pairs = pd.MultiIndex.from_frame(frame[["user", "item"]])
+        known = pairs.isin(pd.MultiIndex.from_frame(tr[["user", "item"]]))
+        if known.any() and overlap == "error":
+            first = [frame["user"][known].tolist()[0], frame["item"][known].tolist()[0]]
+            raise GraphrecError(
+                f"{raw.source}: {_lines(frame, known)}: user {first[0]!r} has item {first[1]!r} "
+                f"in the training file {Path(train.source).name} too ({int(known.sum())} such "
+                "rows; that would leak; --overlap drop-from-test drops them)")
+        if absent.any():
+            notes[f"{name}_dropped_unseen"] = int(absent.sum())
+        if (known & ~absent).any():
+            notes[f"{name}_dropped_overlap"] = int((known & ~absent).sum())
+        out.append(frame[~(absent | known)][common].assign(part=code))
+    frame = pd.concat(out, ignore_index=True)
+    frame["part"] = frame["part"].astype("int8")
+    return RawData(frame, train.source, train.format, train.user_features, train.item_features,
+                   train.feature_types, notes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -564,6 +764,9 @@ def read(
     format: str | None = None,
     columns: ColumnNames | None = None,
     edge_type: str | tuple | None = None,
+    sep: str | None = None,
+    unseen: str = "error",
+    overlap: str = "error",
 ) -> RawData:
     """Read interactions from one file, a LightGCN train/test pair or a folder.
 
@@ -573,6 +776,9 @@ def read(
             ``.pt`` file like graphrec's own: name it with ``pyg``).
         columns: column names for ``csv``/``tsv``/``parquet``/``atomic`` inputs.
         edge_type: ``pyg`` only: the interaction edge type, ``"SRC,REL,DST"``.
+        sep: the field delimiter of a delimited file (one character, ``\\t`` for a tab); the
+            file then reads as ``csv`` (or the ``tsv`` it is named as) whatever its name.
+        unseen, overlap: a LightGCN pair's policies for messy test rows (:func:`combine_parts`).
     """
     paths = [Path(p) for p in ([inputs] if isinstance(inputs, (str, Path)) else inputs)]
     if not paths:
@@ -582,15 +788,23 @@ def read(
     for p in paths:
         if not p.exists():
             raise GraphrecError(f"{p}: no such file or folder")
+    if sep is not None:
+        sep = {"\\t": "\t", "tab": "\t", "space": " "}.get(sep, sep)
+        if len(sep) != 1 or sep in ('"', "\n", "\r"):
+            raise GraphrecError(f"--sep: expected one character (or \\t), got {sep!r}")
+        if format not in (None, "csv", "tsv"):
+            raise GraphrecError(f"--sep: only for delimited files (csv, tsv), not --format {format}")
+        format = format or "csv"
     fmt = format or detect_format(paths[0])
     if fmt == "lightgcn":
         if len(paths) == 1 and paths[0].is_dir():
             folder = paths[0]
             test = folder / "test.txt"
-            return read_lightgcn(folder / "train.txt", test if test.exists() else None)
+            return read_lightgcn(folder / "train.txt", test if test.exists() else None,
+                                 unseen, overlap)
         if len(paths) > 2:
             raise GraphrecError("the lightgcn format takes train.txt and at most one test.txt")
-        return read_lightgcn(paths[0], paths[1] if len(paths) == 2 else None)
+        return read_lightgcn(paths[0], paths[1] if len(paths) == 2 else None, unseen, overlap)
     if len(paths) != 1:
         raise GraphrecError(f"the {fmt} format takes one input file, got {len(paths)}")
     path = paths[0]
@@ -610,16 +824,16 @@ def read(
     if fmt == "ml-dat":
         return read_movielens_dat(path)
     if fmt == "csv":
-        return read_table(path, ",", columns)
+        return read_table(path, sep or ",", columns)
     if fmt == "tsv":
-        return read_table(path, "\t", columns)
+        return read_table(path, sep or "\t", columns)
     if fmt == "parquet":
         return read_parquet(path, columns)
     return read_atomic_inter(path, columns)
 
 
 __all__ = [
-    "FORMATS", "ColumnNames", "RawData", "read", "detect_format", "read_movielens_100k",
+    "FORMATS", "ColumnNames", "RawData", "read", "combine_parts", "detect_format", "read_movielens_100k",
     "read_movielens_dat", "read_table", "read_parquet", "read_atomic_inter",
     "read_atomic_features", "read_lightgcn",
 ]

@@ -6,6 +6,7 @@ from dataclasses import fields
 from typing import Any
 
 from graphrec.errors import GraphrecError
+from graphrec.names import MODEL_ALIASES, MODEL_NAMES
 from graphrec.models.base import Ranker, Recommender, Retriever
 from graphrec.models.bert4rec import BERT4Rec, BERT4RecConfig
 from graphrec.models.graph_filter import GraphFilter, GraphFilterConfig
@@ -29,7 +30,8 @@ REGISTRY: dict[str, tuple[type[Recommender], type]] = {
     "sasrec": (SASRec, SASRecConfig),
     "bert4rec": (BERT4Rec, BERT4RecConfig),
 }
-ALIASES = {"gfcf": "graph-filter"}
+ALIASES = MODEL_ALIASES
+assert tuple(REGISTRY) == MODEL_NAMES, "graphrec.names.MODEL_NAMES lists the registry"
 
 
 def canonical_name(name: str) -> str:

@@ -39,11 +39,11 @@ from torch import Tensor
 
 from graphrec.batches import History
 from graphrec.errors import GraphrecError
+from graphrec.names import INDEX_KINDS
 from graphrec.utils import atomic_write_json
 
 log = logging.getLogger(__name__)
 
-INDEX_KINDS = ("exact", "flat", "ivf", "ivfpq", "hnsw")
 APPROXIMATE = ("ivf", "ivfpq", "hnsw")
 #: settings fixed when an index is built (the others apply at search time)
 BUILD_SETTINGS = ("kind", "nlist", "hnsw_m", "ef_construction", "pq_bytes")
