@@ -80,5 +80,5 @@ def test_bad_options_are_one_line_errors():
         gr.train("bpr", parts, epochs="ten")
     with pytest.raises(GraphrecError, match="unknown option 'ratio'"):
         gr.split(gr.load(TINY), "random", ratio=0.3)
-    with pytest.raises(GraphrecError, match="unknown option 'sep'"):
-        gr.load(TINY, sep=";")
+    with pytest.raises(GraphrecError, match="unknown option 'delimiter'"):
+        gr.load(TINY, delimiter=";")

@@ -57,8 +57,9 @@ def test_metrics_match_reference(seed):
         for name, fn in METRIC_FUNCTIONS.items():
             got = fn(hits, n_rel, k)
             want = torch.tensor([reference(r, s, k)[name]
-                                 for r, s in zip(ranked_lists, relevant_sets)])
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6, msg=f"{name}@{k}")
+                                 for r, s in zip(ranked_lists, relevant_sets)],
+                                dtype=torch.float64)  # per-user values are float64
+            torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12, msg=f"{name}@{k}")
 
 
 def test_hand_computed_values():
