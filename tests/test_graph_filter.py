@@ -130,3 +130,13 @@ def test_k_beyond_the_rank_uses_every_singular_vector():
     users = torch.arange(5)
     torch.testing.assert_close(fitted(g, k=50, svd="exact").score(users),
                                fitted(g, k=5, svd="exact").score(users))
+
+
+def test_default_k_follows_the_graph_size():
+    """k = min(users, items) / 32 as a power of two in [16, 256]; never more than the graph has."""
+    from graphrec.models.graph_filter import GraphFilterConfig, auto_k
+
+    assert GraphFilterConfig().k is None
+    assert [auto_k(943, 1682), auto_k(29858, 40981), auto_k(5, 6), auto_k(10**6, 10**6)] == \
+        [32, 256, 16, 256]
+    assert auto_k(3000, 100000) == 128  # 93.75 -> 128: the nearer power of two in log space
