@@ -31,7 +31,7 @@ from graphrec.evaluation.evaluator import EvalConfig
 from graphrec.evaluation.evaluator import evaluate as _evaluate
 from graphrec.models import build_model, canonical_name, model_config
 from graphrec.options import checked
-from graphrec.split import Split, SplitConfig
+from graphrec.split import Split, SplitConfig, default_method
 from graphrec.split import split as _split
 from graphrec.trainer import TrainConfig, train_model
 from graphrec.utils import resolve_device
@@ -49,11 +49,17 @@ def load(path: str | Path, **reading: Any) -> Dataset:
     ``user_col``, ``item_col``, ``rating_col``, ``time_col``, ``header``, ``min_rating``,
     ``kcore``, ``dedup``), as the command line's reading flags.
     """
-    unknown = sorted(set(reading) - {f.name for f in dataclasses.fields(DataConfig)} - {"path"})
+    if "path" in reading:
+        raise GraphrecError("load: the path is the first argument, not an option")
+    return load_data(DataConfig(path=str(path), **_options(DataConfig, reading, "load")))
+
+
+def _options(cls: type, values: dict[str, Any], where: str) -> dict[str, Any]:
+    """``values`` as fields of dataclass ``cls``, type-checked; an unknown name is an error."""
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
     if unknown:
-        raise GraphrecError(f"load: unknown option {unknown[0]!r}")
-    values = checked(DataConfig, reading, "load: ")
-    return load_data(DataConfig(path=str(path), **values))
+        raise GraphrecError(f"{where}: unknown option {unknown[0]!r}")
+    return checked(cls, values, f"{where}: ")
 
 
 def from_pandas(frame: pd.DataFrame, user: str = "user", item: str = "item",
@@ -85,15 +91,8 @@ def split(data: Dataset, method: str | None = None, **options: Any) -> Parts:
     ``options``: :class:`graphrec.split.SplitConfig` fields (``test_ratio``, ``valid_ratio``,
     ``time_cut``, ``seed``).
     """
-    from graphrec.schema import EDGE, PART, PART_TEST
-
-    if method is None:
-        store = data.graph[EDGE]
-        method = "given" if PART in store and bool((store[PART] == PART_TEST).any()) else "random"
-    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(SplitConfig)})
-    if unknown:
-        raise GraphrecError(f"split: unknown option {unknown[0]!r}")
-    cfg = SplitConfig(method=method, **checked(SplitConfig, options, "split: "))
+    cfg = SplitConfig(method=method or default_method(data.graph),
+                      **_options(SplitConfig, options, "split"))
     return Parts(data, _split(data.graph, cfg), cfg)
 
 

@@ -41,7 +41,7 @@ def _run_files(path: Path) -> list[Path]:
 
 
 def _temp_files(path: Path) -> list[Path]:
-    """Leftovers of atomic writes killed half-way: ``.NAME.XXXXXXXX.tmp``."""
+    """Leftovers of atomic writes killed half-way: ``.NAME.<random suffix>.tmp``."""
     return sorted(p for p in path.glob(".*.tmp") if p.is_file() and not p.is_symlink())
 
 

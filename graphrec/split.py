@@ -212,6 +212,12 @@ def assign_parts(graph: HeteroData, cfg: SplitConfig) -> torch.Tensor:
     return part
 
 
+def default_method(graph: HeteroData) -> str:
+    """``given`` when ``graph`` carries a predefined test part, else ``random``."""
+    store = graph[EDGE]
+    return "given" if PART in store and bool((store[PART] == PART_TEST).any()) else "random"
+
+
 def split(graph: HeteroData, cfg: SplitConfig) -> Split:
     """Split ``graph`` by ``cfg`` into a training graph (training edges only, sequences rebuilt)
     and held-out test and validation interactions."""
@@ -236,7 +242,8 @@ def split(graph: HeteroData, cfg: SplitConfig) -> Split:
     return Split(edge_subgraph(graph, part == PART_TRAIN), held(PART_TEST), valid, dropped, part)
 
 
-__all__ = ["SPLIT_METHODS", "SplitConfig", "Interactions", "Split", "assign_parts", "split"]
+__all__ = ["SPLIT_METHODS", "SplitConfig", "Interactions", "Split", "assign_parts",
+           "default_method", "split"]
 
 # ``gr.split(...)``: this module, called, is graphrec.api.split (graphrec/_callable.py)
 make_callable(__name__)

@@ -147,12 +147,10 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
 
 def _settle_split(cfg: RunConfig, ds: Dataset) -> None:
     """``auto`` -> ``given`` when the data carries a predefined test part, else ``random``."""
-    from graphrec.schema import EDGE, PART, PART_TEST
+    from graphrec.split import default_method
 
     if cfg.split.method == "auto":
-        store = ds.graph[EDGE]
-        given = PART in store and bool((store[PART] == PART_TEST).any())
-        cfg.split.method = "given" if given else "random"
+        cfg.split.method = default_method(ds.graph)
 
 
 # settings that may differ when resuming: where it runs and how it reports

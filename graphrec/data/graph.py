@@ -130,10 +130,7 @@ def make_graph(
     ordered = bool((user[1:] >= user[:-1]).all()) and (
         time is None or bool(((time[1:] >= time[:-1]) | ~same_user).all()))
     if not ordered:  # build() passes them ordered already
-        order = torch.arange(user.numel())
-        if time is not None:
-            order = order[torch.argsort(time, stable=True)]
-        order = order[torch.argsort(user[order], stable=True)]
+        order = torch.from_numpy(_edge_order(user.numpy(), None if time is None else time.numpy()))
         user, item = user[order], item[order]
         edge_attrs = {k: v[order] for k, v in edge_attrs.items()}
 

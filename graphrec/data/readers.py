@@ -265,17 +265,16 @@ def _fast_ids(column: Any, what: str) -> pd.Series | None:
     return pd.Series(text.to_numpy(zero_copy_only=False), name=what, dtype=object)
 
 
-def _fast_table(path: Path, sep: str, header: bool, wanted: dict[str, str]) -> pd.DataFrame | None:
-    """``{canonical name: file column}`` of ``path`` as the canonical frame, or None."""
+def _fast_table(path: Path, sep: str, header: bool, n_fields: int,
+                wanted: dict[str, str]) -> pd.DataFrame | None:
+    """``{canonical name: file column}`` of ``path`` (``n_fields`` per line, as its first line
+    has) as the canonical frame, or None."""
     try:
         import pyarrow as pa
         import pyarrow.csv as pacsv
     except ImportError:
         return None
-    fields = _first_fields(path, sep)
-    if fields is None:
-        return None
-    names = None if header else [str(i) for i in range(len(fields))]
+    names = None if header else [str(i) for i in range(n_fields)]
     types = {c: (pa.string() if k in ("user", "item") else pa.float64())
              for k, c in wanted.items()}
     try:
@@ -384,7 +383,7 @@ def read_movielens_100k(path: str | Path) -> RawData:
     """MovieLens ``u.data``: ``user<TAB>item<TAB>rating<TAB>timestamp``, no header."""
     path = Path(path)
     fields = _first_fields(path, "\t")
-    fast = (_fast_table(path, "\t", False, {"user": "0", "item": "1", "rating": "2", "time": "3"})
+    fast = (_fast_table(path, "\t", False, 4, {"user": "0", "item": "1", "rating": "2", "time": "3"})
             if fields is not None and len(fields) == 4 else None)
     if fast is None:
         fast = _finish(_read_delimited(path, "\t", False, ["user", "item", "rating", "time"],
@@ -478,7 +477,7 @@ def read_table(path: str | Path, sep: str = ",", columns: ColumnNames | None = N
             wanted = _column_names(names, cols, path)
         except GraphrecError:
             wanted = None  # the checked path says what is wrong
-        fast = _fast_table(path, sep, cols.header, wanted) if wanted else None
+        fast = _fast_table(path, sep, cols.header, len(fields), wanted) if wanted else None
         if fast is not None:
             return RawData(fast, str(path), "tsv" if sep == "\t" else "csv")
     frame = _read_delimited(path, sep, cols.header)
