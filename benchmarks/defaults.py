@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import DEFAULT_DATA, DEFAULT_RESULTS, REPO, git_commit, machine_info
 
 SEQUENTIAL = ("sasrec", "bert4rec")
+DATA = Path(os.environ.get("GRAPHREC_DATA") or DEFAULT_DATA)  # holds ml-100k/ and gowalla/
 COMMON = ["--valid-ratio", "0.1", "--epochs", "200", "--patience", "10", "--no-progress",
           "--k", "10", "20"]
 
@@ -69,7 +70,7 @@ def gowalla_sample(work: Path, users: int = 3000, seed: int = 0) -> Path:
     out = work / f"gowalla-sample-{users}-{seed}.txt"
     if out.exists():
         return out
-    lines = (DEFAULT_DATA / "gowalla" / "train.txt").read_text().splitlines()
+    lines = (DATA / "gowalla" / "train.txt").read_text().splitlines()
     rows = [line.split() for line in lines if len(line.split()) > 1]
     chosen = random.Random(seed).sample(rows, min(users, len(rows)))
     text = "".join(f"{r[0]} {item}\n" for r in chosen for item in r[1:])
@@ -79,7 +80,7 @@ def gowalla_sample(work: Path, users: int = 3000, seed: int = 0) -> Path:
 
 def datasets(model: str, work: Path) -> dict[str, list[str]]:
     """The data flags of each data set a model is swept on."""
-    ml = ["--data", str(DEFAULT_DATA / "ml-100k" / "u.data")]
+    ml = ["--data", str(DATA / "ml-100k" / "u.data")]
     if model in SEQUENTIAL:
         return {"ml-100k (leave-one-out)": ml + ["--split", "leave-one-out"]}
     return {"ml-100k": ml,
