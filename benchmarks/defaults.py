@@ -9,11 +9,12 @@ The test part is never looked at here.
 Data sets: ml-100k's per-user random 80/20 split (leave-one-out for the sequential models, whose
 validation part is each user's second-to-last item) and a Gowalla sample (3,000 users drawn
 with seed 0 from the LightGCN ``train.txt``, every interaction of theirs, per-user random
-80/20 split); Gowalla has no timestamps, so the sequential models are swept on ml-100k only.
+80/20 split); Gowalla has no timestamps and no ratings, so the sequential and the rating models
+are swept on ml-100k only.
 
 The chosen setting of a model is the one with the best mean, over the data sets, of its
 validation metric divided by the best value on that data set (NDCG@20, NDCG@10 for the
-sequential models): a default should be near the best everywhere, not best on one set. Among
+sequential models, RMSE for the rating models): a default should be near the best everywhere, not best on one set. Among
 settings within 0.01 of the best such score, the one whose runs took the least time is chosen.
 
 Usage::
@@ -43,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import DEFAULT_DATA, DEFAULT_RESULTS, REPO, git_commit, machine_info
 
 SEQUENTIAL = ("sasrec", "bert4rec")
+RATING = ("mf", "mlp-rating")  # scored by validation RMSE, lower is better
 DATA = Path(os.environ.get("GRAPHREC_DATA") or DEFAULT_DATA)  # holds ml-100k/ and gowalla/
 TIE = 0.01  # relative validation score within which settings count as equal
 COMMON = ["--valid-ratio", "0.1", "--epochs", "200", "--patience", "10", "--no-progress",
@@ -61,11 +63,23 @@ GRIDS: dict[str, list[list[str]]] = {
     "lightgcn": _grid(lr=[0.001, 0.005, 0.01], num_negatives=[1, 8]),
     "bpr": _grid(lr=[0.001, 0.005, 0.01], num_negatives=[1, 8]),
     "ncf": _grid(lr=[0.001, 0.005], num_negatives=[1, 4]),
+    "mf": _grid(lr=[0.005, 0.01, 0.02], metric=["rmse"]),
+    "mlp-rating": _grid(lr=[0.001, 0.005], batch_size=[256, 2048], metric=["rmse"]),
     "sasrec": _grid(lr=[0.001, 0.003], batch_size=[64, 128]),
     # BERT4Rec learns slowly at first (cloze training): patience is a real axis for it
     "bert4rec": _grid(lr=[0.001, 0.003], batch_size=[64, 128])
     + _grid(lr=[0.001, 0.003], batch_size=[64, 128], patience=[30]),
 }
+
+
+def metric_of(model: str) -> str:
+    """The validation metric a model's settings are compared on."""
+    return "rmse" if model in RATING else "ndcg@10" if model in SEQUENTIAL else "ndcg@20"
+
+
+def relative(model: str, value: float, best: float) -> float:
+    """``value`` against the best value (1.0 is the best; RMSE is better lower)."""
+    return best / value if model in RATING else value / best
 
 
 def gowalla_sample(work: Path, users: int = 3000, seed: int = 0) -> Path:
@@ -87,6 +101,8 @@ def datasets(model: str, work: Path) -> dict[str, list[str]]:
     ml = ["--data", str(DATA / "ml-100k" / "u.data")]
     if model in SEQUENTIAL:
         return {"ml-100k (leave-one-out)": ml + ["--split", "leave-one-out"]}
+    if model in RATING:  # the Gowalla files have no ratings
+        return {"ml-100k": ml}
     return {"ml-100k": ml,
             "Gowalla sample": ["--data", str(gowalla_sample(work)), "--sep", " ", "--no-header"]}
 
@@ -107,9 +123,10 @@ def run_one(model: str, data: str, data_flags: list[str], flags: list[str], work
         return rec
     valid = json.loads((out / "valid_metrics.json").read_text())
     history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
-    metric = "ndcg@10" if model in SEQUENTIAL else "ndcg@20"
-    scored = [(h["valid"][metric], h["epoch"]) for h in history if "valid" in h]
-    rec.update(status="ok", valid={k: v for k, v in valid.items() if "@" in k},
+    metric = metric_of(model)
+    sign = -1 if model in RATING else 1
+    scored = [(sign * h["valid"][metric], h["epoch"]) for h in history if "valid" in h]
+    rec.update(status="ok", valid={k: v for k, v in valid.items() if "@" in k or k == "rmse"},
                epochs=len(history), best_epoch=max(scored)[1] if scored else None)
     return rec
 
@@ -118,13 +135,15 @@ def choose(records: list[dict[str, Any]]) -> dict[str, tuple[str, ...]]:
     """Per model, the flags with the best mean over data sets of valid metric / best there."""
     chosen = {}
     for model in dict.fromkeys(r["model"] for r in records):
-        metric = "ndcg@10" if model in SEQUENTIAL else "ndcg@20"
+        metric = metric_of(model)
         rows = [r for r in records if r["model"] == model and r["status"] == "ok"]
-        best = {d: max(r["valid"][metric] for r in rows if r["dataset"] == d)
+        pick = min if model in RATING else max
+        best = {d: pick(r["valid"][metric] for r in rows if r["dataset"] == d)
                 for d in {r["dataset"] for r in rows}}
         score: dict[tuple[str, ...], list[float]] = {}
         for r in rows:
-            score.setdefault(tuple(r["flags"]), []).append(r["valid"][metric] / best[r["dataset"]])
+            score.setdefault(tuple(r["flags"]), []).append(
+                relative(model, r["valid"][metric], best[r["dataset"]]))
         full = {f: sum(s) / len(s) for f, s in score.items() if len(s) == len(best)}
         if full:  # within TIE of the best: the cheapest (a difference of noise is no reason)
             near = [f for f, v in full.items() if v >= max(full.values()) - TIE]
@@ -144,7 +163,7 @@ def markdown(records: list[dict[str, Any]], context: dict[str, Any]) -> str:
              "the validation metric relative to the best there; within 0.01 of the best, the "
              "fastest).", ""]
     for model in dict.fromkeys(r["model"] for r in records):
-        metric = "ndcg@10" if model in SEQUENTIAL else "ndcg@20"
+        metric = metric_of(model)
         recall = "hit@10" if model in SEQUENTIAL else "recall@20"
         lines += [f"## `{model}`", "",
                   f"| data | flags | valid {recall} | valid {metric} | epochs (best) | wall s |",
