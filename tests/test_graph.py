@@ -248,6 +248,32 @@ def test_dedup_without_time_uses_file_order():
     assert last.meta["duplicates"] == first.meta["duplicates"] == 4
 
 
+@pytest.mark.parametrize("seed,policy,timed", [(0, "last", True), (1, "first", True),
+                                                (2, "last", False), (3, "first", False)])
+def test_dedup_matches_a_slow_reference(seed, policy, timed):
+    """Many duplicates, tied times: the kept copy of each pair is the last (first) by
+    (time, file position), found by a plain loop."""
+    rng = random.Random(seed)
+    rows = [(f"u{rng.randrange(6)}", rng.randrange(9), float(rng.randint(1, 5)), rng.randrange(4))
+            for _ in range(300)]
+    if not timed:
+        rows = [r[:3] for r in rows]
+    ds = build(raw_of(rows, columns=("user", "item", "rating", "time")[:len(rows[0])]),
+               dedup=policy)
+    kept: dict = {}
+    for pos, row in enumerate(rows):
+        key = (row[2 + 1] if timed else 0, pos)
+        old = kept.get(row[:2])
+        better = old is None or (key >= old[0] if policy == "last" else key < old[0])
+        if better:
+            kept[row[:2]] = (key, row[2])
+    ei = ds.graph[EDGE].edge_index
+    got = dict(zip(zip(ds.users.to_raw(ei[0]), ds.items.to_raw(ei[1])),
+                   ds.graph[EDGE][RATING].tolist()))
+    assert got == {pair: rating for pair, (_, rating) in kept.items()}
+    assert ds.meta["duplicates"] == len(rows) - len(kept)
+
+
 def test_dedup_rejects_unknown_policy():
     with pytest.raises(GraphrecError, match="--dedup"):
         build(raw_of(DUP_ROWS), dedup="mean")

@@ -329,6 +329,23 @@ def _encode_features(
     return attrs, info
 
 
+def _duplicated(keys: Any, keep: str | bool) -> np.ndarray:
+    """``pandas.Series.duplicated(keep=...)`` of ``keys``: for int64 keys by one stable sort,
+    which is fast here because the edges come user-major (the keys are nearly sorted already)."""
+    if not isinstance(keys, np.ndarray):
+        return pd.Series(keys).duplicated(keep=keep).to_numpy()  # a MultiIndex
+    order = np.argsort(keys, kind="stable")
+    ranked = keys[order]
+    same_next = np.zeros(len(keys), dtype=bool)
+    same_next[:-1] = ranked[1:] == ranked[:-1]
+    same_prev = np.zeros(len(keys), dtype=bool)
+    same_prev[1:] = same_next[:-1]
+    dup = {"first": same_prev, "last": same_next, False: same_prev | same_next}[keep]
+    out = np.empty(len(keys), dtype=bool)
+    out[order] = dup
+    return out
+
+
 def build(
     raw: RawData,
     dedup: str = "last",
@@ -381,11 +398,11 @@ def build(
     else:
         pair = pd.MultiIndex.from_arrays([user, item])
         keys = pd.MultiIndex.from_arrays([user, item] + ([part] if part is not None else []))
-    keep = ~pd.Series(keys).duplicated(keep=dedup).to_numpy()
+    keep = ~_duplicated(keys, dedup)
     if not keep.all():
         rows, user, item, pair = rows[keep], user[keep], item[keep], pair[keep]
     if part is not None:
-        cross = pd.Series(pair).duplicated(keep=False).to_numpy()
+        cross = _duplicated(pair, False)
         if cross.any():
             first = int(np.flatnonzero(cross)[0])
             raise GraphrecError(
