@@ -31,7 +31,7 @@ from graphrec.evaluation.evaluator import EvalConfig
 from graphrec.evaluation.evaluator import evaluate as _evaluate
 from graphrec.models import build_model, canonical_name, model_config
 from graphrec.options import checked
-from graphrec.split import Split, SplitConfig, default_method
+from graphrec.split import Split, SplitConfig, default_method, default_valid_ratio
 from graphrec.split import split as _split
 from graphrec.trainer import TrainConfig, train_model
 from graphrec.utils import resolve_device
@@ -89,10 +89,14 @@ def split(data: Dataset, method: str | None = None, **options: Any) -> Parts:
     ``given``; default ``given`` where the data carries a test part, else ``random``).
 
     ``options``: :class:`graphrec.split.SplitConfig` fields (``test_ratio``, ``valid_ratio``,
-    ``time_cut``, ``seed``).
+    ``time_cut``, ``seed``). As on the command line, a validation part for early stopping is
+    carved from the training data unless ``valid_ratio=0`` (10% of each user's interactions;
+    one item for ``leave-one-out``); training-free models need none.
     """
     cfg = SplitConfig(method=method or default_method(data.graph),
                       **_options(SplitConfig, options, "split"))
+    if cfg.valid_ratio is None:  # the command line's default for a trained model
+        cfg.valid_ratio = default_valid_ratio(data.graph, cfg)
     return Parts(data, _split(data.graph, cfg), cfg)
 
 

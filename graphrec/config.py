@@ -46,7 +46,7 @@ TOP_LEVEL = ("model", "out", "device", "seed")
 class RunConfig:
     """Everything one ``graphrec.train`` run needs, as saved in ``config.json``."""
 
-    model: str = "pop"
+    model: str = "lightgcn"
     model_options: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -123,7 +123,7 @@ def resolve(file_values: dict[str, Any], flags: dict[str, dict[str, Any]]) -> Ru
     top.update(checked(RunConfig, top_flags, "", flag_names("", top_flags)))
     sections = {}
     for name, cls in SECTIONS.items():
-        merged = dict(model_train_defaults(top.get("model", "pop"))) if name == "train" else {}
+        merged = dict(model_train_defaults(top.get("model", RunConfig.model))) if name == "train" else {}
         merged.update(file_values.get(name, {}))
         given = {k: v for k, v in flags.get(name, {}).items() if v is not None}
         _check_keys(f"[{name}]", {**merged, **given}, cls)
@@ -139,12 +139,15 @@ def resolve(file_values: dict[str, Any], flags: dict[str, dict[str, Any]]) -> Ru
 
 
 def model_train_defaults(name: str) -> dict[str, Any]:
-    """The ``train_defaults`` of registered model ``name`` (empty for unknown names, which fail
-    later with the registry's message)."""
+    """The training defaults of registered model ``name``: the model class's
+    ``train_defaults`` under its config class's (so that ``lightgcn`` and ``bpr``, one class,
+    differ); empty for unknown names, which fail later with the registry's message."""
     from graphrec.models import REGISTRY, canonical_name
 
     entry = REGISTRY.get(canonical_name(str(name)))
-    return dict(getattr(entry[0], "train_defaults", {})) if entry else {}
+    if not entry:
+        return {}
+    return {**getattr(entry[0], "train_defaults", {}), **getattr(entry[1], "train_defaults", {})}
 
 
 def parse_option(text: str) -> tuple[str, Any]:

@@ -44,8 +44,10 @@ class SplitConfig:
     Args:
         method: one of :data:`SPLIT_METHODS`.
         test_ratio: fraction held out for test (``random``, ``temporal``, ``time-cut``).
-        valid_ratio: fraction held out for validation; ``None`` means the method's default
-            (a one-item validation part for ``leave-one-out``, none otherwise). For
+        valid_ratio: fraction held out for validation. ``None``: the commands and
+            :func:`graphrec.split` (the API) resolve it with :func:`default_valid_ratio` (10%
+            for a trained model); here, below them, a one-item validation part for
+            ``leave-one-out`` and none otherwise. For
             ``leave-one-out`` any value above 0 turns the validation item on, 0 turns it off.
         time_cut: ``time-cut`` only: Unix seconds; interactions at or after it are test.
             ``None`` puts the cut at the ``1 - test_ratio`` quantile of all times.
@@ -210,6 +212,24 @@ def assign_parts(graph: HeteroData, cfg: SplitConfig) -> torch.Tensor:
                                _ratio_counts(n_train, valid_ratio))
         part[train] = sub
     return part
+
+
+#: the validation fraction a trained model's run carves from the training data by default
+DEFAULT_VALID_RATIO = 0.1
+
+
+def default_valid_ratio(graph: HeteroData, cfg: SplitConfig, trainable: bool = True) -> float | None:
+    """What ``valid_ratio=None`` means for a run: a validation part for early stopping when the
+    model is trained and the split has none of its own (:data:`DEFAULT_VALID_RATIO` of each
+    user's interactions; ``None``, the one-item default, for ``leave-one-out``), else 0 (a
+    training-free model keeps every training interaction; an explicit ``--time-cut`` and a
+    predefined validation part leave nothing to carve)."""
+    store = graph[EDGE]
+    has_valid = PART in store and bool((store[PART] == PART_VALID).any())
+    if not trainable or (cfg.method == "given" and has_valid) or (
+            cfg.method == "time-cut" and cfg.time_cut is not None):
+        return 0.0
+    return None if cfg.method == "leave-one-out" else DEFAULT_VALID_RATIO
 
 
 def default_method(graph: HeteroData) -> str:

@@ -2,7 +2,8 @@
 
 The run folder holds ``config.json`` (the resolved configuration), ``metrics.json`` (a flat
 object of test metrics: ``recall@20``, ``ndcg@20``, ..., ``rmse`` when ratings are predicted),
-``valid_metrics.json`` when the split has a validation part, ``index_metrics.json`` and the
+``valid_metrics.json`` when the split has a validation part, ``pop_metrics.json`` (popularity
+on the same test part, the floor a model must clear), ``index_metrics.json`` and the
 saved index when ``--index`` evaluates a retriever through an item index, and ``model.pt``, the
 checkpoint ``graphrec.recommend`` serves from. Trained models add ``history.jsonl`` (one line per epoch)
 ``curves.png`` (loss and validation curves, with matplotlib installed) and
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("graphrec.train")
 CURVES_NAME = "curves.png"
+BASELINE_NAME = "pop_metrics.json"  # popularity on the same test part
 
 
 def parser(prog: str = "python -m graphrec.train") -> argparse.ArgumentParser:
@@ -49,7 +51,7 @@ def parser(prog: str = "python -m graphrec.train") -> argparse.ArgumentParser:
     )
     p.add_argument("--model", default=None,
                    help=f"one of {', '.join(MODEL_NAMES)} "
-                        f"({', '.join(f'{a} = {m}' for a, m in MODEL_ALIASES.items())}; default: pop)")
+                        f"({', '.join(f'{a} = {m}' for a, m in MODEL_ALIASES.items())}; default: lightgcn)")
     p.add_argument("--data", default=None,
                    help="raw file, folder (LightGCN train/test pair) or converted graph (.pt)")
     p.add_argument("--out", default=None, help="run folder (default: runs/MODEL-TIMESTAMP)")
@@ -70,13 +72,16 @@ def parser(prog: str = "python -m graphrec.train") -> argparse.ArgumentParser:
                    help="default: given when the data has a predefined test part, else random")
     s.add_argument("--test-ratio", type=float, default=None, help="held-out fraction (default 0.2)")
     s.add_argument("--valid-ratio", type=float, default=None,
-                   help="validation fraction (leave-one-out: 0 turns its validation item off)")
+                   help="validation fraction of each user's interactions, for early stopping "
+                        "(default 0.1 for trained models, 0 for training-free ones; "
+                        "leave-one-out: one item, 0 turns it off)")
     s.add_argument("--time-cut", type=int, default=None,
                    help="time-cut split: Unix seconds where test starts")
     s.add_argument("--split-seed", type=int, default=None, help="seed of the split (default 0)")
-    t = p.add_argument_group("training (models that learn; sasrec/bert4rec default to batch 128, "
-                             "200 epochs, --metric ndcg@10)")
-    t.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 50)")
+    t = p.add_argument_group("training (models that learn; a model may bring its own defaults, "
+                             "e.g. lightgcn lr 5e-3 and 8 negatives, sasrec/bert4rec lr 3e-3 and "
+                             "--metric ndcg@10; config.json holds what a run used)")
+    t.add_argument("--epochs", type=int, default=None, help="maximum epochs (default 200; early stopping usually ends sooner)")
     t.add_argument("--batch-size", type=int, default=None, help="interactions per step (2048)")
     t.add_argument("--lr", type=float, default=None, help="learning rate (1e-3)")
     t.add_argument("--optimizer", default=None, help="adam (default) or adamw")
@@ -145,12 +150,16 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
     return resolve(file_values, flags)
 
 
-def _settle_split(cfg: RunConfig, ds: Dataset) -> None:
-    """``auto`` -> ``given`` when the data carries a predefined test part, else ``random``."""
-    from graphrec.split import default_method
+def _settle_split(cfg: RunConfig, ds: Dataset, trainable: bool) -> None:
+    """``auto`` -> ``given`` when the data carries a predefined test part, else ``random``;
+    an unset ``valid_ratio`` -> a validation part when the model is trained (early stopping
+    watches it), none when it is not (see :func:`graphrec.split.default_valid_ratio`)."""
+    from graphrec.split import default_method, default_valid_ratio
 
     if cfg.split.method == "auto":
         cfg.split.method = default_method(ds.graph)
+    if cfg.split.valid_ratio is None:
+        cfg.split.valid_ratio = default_valid_ratio(ds.graph, cfg.split, trainable)
 
 
 # settings that may differ when resuming: where it runs and how it reports
@@ -216,7 +225,7 @@ def train(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, float]:
     device = resolve_device(cfg.device)
     start = time.perf_counter()
     ds = load_data(cfg.data)
-    _settle_split(cfg, ds)
+    _settle_split(cfg, ds, REGISTRY[cfg.model][0].trainable)
     log.info("data: %s users, %s items, %s interactions (%.1f s)", f"{ds.num_users:,}",
              f"{ds.num_items:,}", f"{ds.num_interactions:,}", time.perf_counter() - start)
     parts: Split = split(ds.graph, cfg.split)
@@ -245,6 +254,10 @@ def train(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, float]:
     metrics["fit_seconds"] = fit_seconds
     metrics["eval_seconds"] = time.perf_counter() - eval_start
     atomic_write_json(out / "metrics.json", metrics)
+    if cfg.model != "pop":  # the floor every model must clear, on the same parts
+        pop = build_model("pop", ds.num_users, ds.num_items, model_config("pop", {}))
+        pop.fit(parts.train)
+        atomic_write_json(out / BASELINE_NAME, evaluate(pop, parts, "test", cfg.eval))
     if cfg.index.kind != "exact":
         _evaluate_index(model, parts, cfg, out)
     save_checkpoint(out / CHECKPOINT_NAME, cfg.model, model_cfg, model, ds, cfg.to_dict())
@@ -276,14 +289,18 @@ def _evaluate_index(model: Any, parts: Split, cfg: RunConfig, out: Path) -> None
     atomic_write_json(out / "index_metrics.json", metrics)
 
 
-def metrics_table(metrics: dict[str, float]) -> str:
-    """Ranking metrics as a metric x K table, rating errors and timings below it."""
+def metrics_table(metrics: dict[str, float], baseline: dict[str, float] | None = None) -> str:
+    """Ranking metrics as a metric x K table (``baseline``'s, popularity's, in columns beside
+    them), rating errors below it."""
     ranking = [k for k in metrics if "@" in k]
     names = list(dict.fromkeys(k.split("@")[0] for k in ranking))
     ks = sorted({int(k.split("@")[1]) for k in ranking})
-    rows = [[n] + [metrics.get(f"{n}@{k}", "") for k in ks] for n in names]
-    text = format_table(rows, ["metric"] + [f"@{k}" for k in ks]) if rows else ""
-    extra = [f"{k} = {v:.4f}" for k, v in metrics.items() if k in ("rmse", "mae")]
+    rows = [[n] + [metrics.get(f"{n}@{k}", "") for k in ks]
+            + ([baseline.get(f"{n}@{k}", "") for k in ks] if baseline else []) for n in names]
+    head = ["metric"] + [f"@{k}" for k in ks] + ([f"pop @{k}" for k in ks] if baseline else [])
+    text = format_table(rows, head) if rows else ""
+    extra = [f"{k} = {v:.4f}" + (f" (pop {baseline[k]:.4f})" if baseline and k in baseline else "")
+             for k, v in metrics.items() if k in ("rmse", "mae")]
     extra.append(f"test users = {int(metrics['users']):,}")
     return text + "\n" + "   ".join(extra)
 
@@ -309,8 +326,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m graphrec.train") 
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
     with RunFolder(out, mode, "--resume" if args.resume else "--out"):
         metrics = train(cfg, out, resume=bool(args.resume))
-    print(f"{cfg.model} on {cfg.data.path or 'synthetic'} ({cfg.split.method} split), test:")
-    print(metrics_table(metrics))
+    baseline_file = out / BASELINE_NAME
+    baseline = json.loads(baseline_file.read_text()) if baseline_file.exists() else None
+    print(f"{cfg.model} on {cfg.data.path or 'synthetic'} ({cfg.split.method} split), test"
+          + (", popularity beside it:" if baseline else ":"))
+    print(metrics_table(metrics, baseline))
     index_file = out / "index_metrics.json"
     if cfg.index.kind != "exact" and index_file.exists():
         through = json.loads(index_file.read_text())

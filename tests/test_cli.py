@@ -31,23 +31,47 @@ def write_lightgcn(folder):
     return folder
 
 
-def test_train_default_synthetic_writes_run_folder(tmp_path, capsys):
+def test_main_job_defaults_train_lightgcn_with_early_stopping(tmp_path, capsys):
+    """The README's main job, no flags: LightGCN on the synthetic data, a validation part carved
+    by default, early stopping on it, popularity's metrics printed beside and beaten."""
     out = tmp_path / "run"
     code, stdout, _ = run_main(train.main, ["--out", str(out), "--no-progress"], capsys)
-    assert code == 0 and "recall" in stdout
+    assert code == 0 and "pop @20" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
     config = json.loads((out / "config.json").read_text())
-    assert {"recall@20", "ndcg@20", "recall@10", "rmse", "mae"} <= set(metrics)
+    assert {"recall@20", "ndcg@20", "recall@10"} <= set(metrics)
     assert all(isinstance(v, (int, float)) for v in metrics.values())  # flat
-    assert config["model"] == "pop" and config["split"]["method"] == "random"
+    assert config["model"] == "lightgcn" and config["split"]["method"] == "random"
+    assert config["split"]["valid_ratio"] == 0.1 and config["train"]["patience"] > 0
+    from graphrec.config import model_train_defaults  # lightgcn's own, not bpr's (one class)
+    assert model_train_defaults("lightgcn") != model_train_defaults("bpr")
+    for key, value in model_train_defaults("lightgcn").items():
+        assert config["train"][key] == value
     assert config["eval"]["ks"] == [10, 20]
+    history = [json.loads(line) for line in (out / "history.jsonl").read_text().splitlines()]
+    assert all("valid" in h for h in history)  # validated every epoch
+    stopped_early = len(history) < config["train"]["epochs"]
+    assert stopped_early, f"ran all {len(history)} epochs: early stopping never fired"
+    assert (out / "valid_metrics.json").exists()
+    pop = json.loads((out / "pop_metrics.json").read_text())
+    assert metrics["recall@20"] > 2 * pop["recall@20"] and metrics["ndcg@20"] > 2 * pop["ndcg@20"]
+
+
+def test_training_free_model_keeps_every_training_interaction(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = run_main(train.main, ["--model", "pop", "--out", str(out), "--no-progress"],
+                               capsys)
+    assert code == 0 and "pop @20" not in stdout
+    config = json.loads((out / "config.json").read_text())
+    assert config["split"]["valid_ratio"] == 0.0 and not (out / "valid_metrics.json").exists()
+    assert {"rmse", "mae"} <= set(json.loads((out / "metrics.json").read_text()))
 
 
 def test_train_on_lightgcn_folder_uses_given_split(tmp_path, capsys):
     data = write_lightgcn(tmp_path / "lg")
     out = tmp_path / "run"
-    code, _, _ = run_main(train.main, ["--data", str(data), "--out", str(out), "--no-progress",
-                                       "--k", "2"], capsys)
+    code, _, _ = run_main(train.main, ["--model", "pop", "--data", str(data), "--out", str(out),
+                                       "--no-progress", "--k", "2"], capsys)
     assert code == 0
     config = json.loads((out / "config.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
@@ -69,8 +93,9 @@ def test_convert_then_train_on_graph_file(tmp_path, capsys):
     ds = load(graph)
     assert list(ds.users.raw) == ["ann", "bob", "cy", "dee"]
     assert ds.num_items == 3 and ds.num_interactions == 9
-    code, _, _ = run_main(train.main, ["--data", str(graph), "--out", str(tmp_path / "r"),
-                                       "--test-ratio", "0.4", "--no-progress"], capsys)
+    code, _, _ = run_main(train.main, ["--model", "pop", "--data", str(graph), "--out",
+                                       str(tmp_path / "r"), "--test-ratio", "0.4", "--no-progress"],
+                          capsys)
     assert code == 0
 
 
@@ -130,8 +155,8 @@ def test_module_entry_point_runs(tmp_path):
 def test_ml100k_pop(tmp_path, capsys):
     data = shared("ml-100k", "u.data")
     out = tmp_path / "run"
-    code, _, _ = run_main(train.main, ["--data", str(data), "--out", str(out), "--no-progress"],
-                          capsys)
+    code, _, _ = run_main(train.main, ["--model", "pop", "--data", str(data), "--out", str(out),
+                                       "--no-progress"], capsys)
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["users"] == 943
@@ -142,7 +167,7 @@ def test_gowalla_pop_matches_independent_protocol(tmp_path, capsys):
     """Popularity on the Gowalla split, against the protocol written out in plain Python."""
     folder = shared("gowalla")
     out = tmp_path / "run"
-    code, _, _ = run_main(train.main, ["--data", str(folder), "--out", str(out), "--k", "20",
+    code, _, _ = run_main(train.main, ["--model", "pop", "--data", str(folder), "--out", str(out), "--k", "20",
                                        "--no-progress"], capsys)
     assert code == 0
     metrics = json.loads((out / "metrics.json").read_text())

@@ -10,7 +10,8 @@ from graphrec.data.graph import make_graph
 from graphrec.errors import GraphrecError
 from graphrec.data.graph import user_sequences
 from graphrec.schema import EDGE, PART, PART_TEST, PART_TRAIN, PART_VALID, TIME, USER
-from graphrec.split import DROPPED, SplitConfig, assign_parts, split
+from graphrec.split import (DEFAULT_VALID_RATIO, DROPPED, SplitConfig, assign_parts,
+                            default_valid_ratio, split)
 
 METHODS = [
     SplitConfig("random", 0.2, 0.1, seed=3),
@@ -122,6 +123,28 @@ def test_given_split_uses_parts_and_optional_validation():
     assert s.valid is None
     s = split(g, SplitConfig("given", valid_ratio=0.4, seed=1))
     assert len(s.valid) == 2 and not pairs(s.valid.user, s.valid.item) & {(0, 3), (1, 2)}
+
+
+def test_default_validation_part_is_for_trained_models_and_keeps_the_test_part():
+    user = torch.tensor([0, 0, 0, 0, 1, 1, 1])
+    item = torch.tensor([0, 1, 2, 3, 0, 4, 2])
+    part = torch.tensor([0, 0, 0, 2, 0, 1, 2], dtype=torch.int8)
+    given = make_graph(2, 5, user, item, {"part": part})
+    plain = make_graph(2, 5, user, item, {TIME: torch.arange(7)})
+    assert default_valid_ratio(plain, SplitConfig("random")) == DEFAULT_VALID_RATIO == 0.1
+    assert default_valid_ratio(plain, SplitConfig("temporal")) == 0.1
+    assert default_valid_ratio(plain, SplitConfig("random"), trainable=False) == 0.0
+    assert default_valid_ratio(plain, SplitConfig("leave-one-out")) is None  # its one item
+    assert default_valid_ratio(plain, SplitConfig("leave-one-out"), trainable=False) == 0.0
+    assert default_valid_ratio(plain, SplitConfig("time-cut", time_cut=5)) == 0.0
+    assert default_valid_ratio(plain, SplitConfig("time-cut")) == 0.1
+    assert default_valid_ratio(given, SplitConfig("given")) == 0.0  # it brings its own
+    # carving validation moves training interactions only: the test part is the same
+    g = random_graph(40, 30, (5, 20), seed=3)
+    without = split(g, SplitConfig("random", valid_ratio=0.0))
+    carved = split(g, SplitConfig("random", valid_ratio=0.1))
+    assert pairs(without.test.user, without.test.item) == pairs(carved.test.user, carved.test.item)
+    assert len(carved.valid) > 0
 
 
 @pytest.mark.parametrize("cfg,match", [
