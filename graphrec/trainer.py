@@ -60,7 +60,8 @@ STATE_FORMAT = "graphrec-trainer-state"
 @dataclass
 class TrainConfig:
     """Args:
-        epochs: maximum number of passes over the training interactions.
+        epochs: maximum number of passes over the training interactions (early stopping on
+            the validation part usually ends a run sooner).
         batch_size: interactions per step.
         lr, optimizer, weight_decay: the optimizer (``adam`` or ``adamw``).
         schedule: learning rate ``none``, ``cosine`` (to 0 over ``epochs``),
@@ -79,7 +80,7 @@ class TrainConfig:
         progress: show progress bars.
     """
 
-    epochs: int = 50
+    epochs: int = 200
     batch_size: int = 2048
     lr: float = 1e-3
     optimizer: str = "adam"

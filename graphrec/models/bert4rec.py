@@ -48,6 +48,10 @@ class BERT4RecConfig:
 class BERT4Rec(SequenceRecommender):
     """Bidirectional cloze model; scores the mask token placed after the history."""
 
+    #: cloze training learns slowly at first: patience 10 stopped it near popularity; patience
+    #: 30 at lr 3e-3 led the validation sweep (benchmarks/defaults.py, ml-100k)
+    train_defaults = {**SequenceRecommender.train_defaults, "lr": 3e-3, "patience": 30}
+
     def __init__(self, num_users: int, num_items: int, cfg: BERT4RecConfig | None = None) -> None:
         cfg = cfg or BERT4RecConfig()
         super().__init__(num_users, num_items, cfg.max_len)

@@ -16,6 +16,7 @@ per example, plus ``table_l2 / 2 * |E|^2`` on the whole table when set.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -54,12 +55,20 @@ class LightGCNConfig:
     init_std: float = 0.1
     propagation: str = "symmetric"
 
+    #: training defaults of ``lightgcn`` (TrainConfig fields), chosen by benchmarks/defaults.py
+    #: on validation parts of ml-100k and a Gowalla sample
+    train_defaults: ClassVar[dict[str, Any]] = {"lr": 5e-3, "num_negatives": 8}
+
 
 @dataclass
 class BPRConfig(LightGCNConfig):
     """``bpr``: no propagation."""
 
     num_layers: int = 0
+
+    #: ``bpr`` trains at TrainConfig's own defaults (lr 1e-3, one negative), chosen by the same
+    #: sweep: more negatives tied with one, at four times the cost
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
 
 class LightGCN(DotProductModel):
