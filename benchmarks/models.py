@@ -19,11 +19,15 @@ Usage::
     python benchmarks/models.py --quick             # the synthetic data set, < 1 minute,
                                                     # writes nothing unless --out DIR
     python benchmarks/models.py --only lightgcn,pop # a subset
+    python benchmarks/models.py --defaults          # ml-100k, every model at its defaults
+                                                    # (no flags but --model, --data, --split):
+                                                    # results/models_defaults.{jsonl,md}
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -92,11 +96,22 @@ GOWALLA_SKIP = {
 }
 
 
+# --defaults: the README's defaults-only table, in this order
+DEFAULTS_RANKING = ("pop", "bpr", "lightgcn", "graph-filter", "ncf")
+DEFAULTS_SEQUENTIAL = ("pop", "sasrec", "bert4rec")
+LOO = "ml-100k (leave-one-out)"
+
+
 def plan(args: argparse.Namespace, registered: list[str]) -> list[Entry]:
-    """The entries to run: every registered model on each data set (or the quick set)."""
+    """The entries to run: every registered model on each data set (or the quick set, or the
+    defaults-only set)."""
     only = set(args.only.split(",")) if args.only else None
     entries: list[Entry] = []
-    if args.quick:
+    if args.defaults:
+        entries += [Entry("ml-100k", m, ["--data", _ml100k()]) for m in DEFAULTS_RANKING]
+        entries += [Entry(LOO, m, ["--data", _ml100k(), "--split", "leave-one-out"])
+                    for m in DEFAULTS_SEQUENTIAL]
+    elif args.quick:
         for model in registered:
             flags = ["--epochs", "2"]
             if model in SEQUENTIAL:
@@ -195,7 +210,9 @@ def markdown(records: list[dict[str, Any]], context: dict[str, Any]) -> str:
     lines = [f"Model table: {context['machine']['cpu']}, {context['threads']} threads, commit "
              f"{context['git_commit']}, {context['timestamp']}; load average "
              f"{context['load_avg_1m']} at the start. Metrics on the test part; settings per row "
-             "(short training on purpose, see benchmarks/README.md).", ""]
+             + ("(every model at its defaults: `python -m graphrec.train --model MODEL --data "
+                "ml-100k/u.data [--split leave-one-out]`)." if context.get("defaults") else
+                "(short training on purpose, see benchmarks/README.md)."), ""]
     for dataset in dict.fromkeys(r["dataset"] for r in records):
         rows = [r for r in records if r["dataset"] == dataset]
         lines += [f"### {dataset}", "",
@@ -208,7 +225,7 @@ def markdown(records: list[dict[str, Any]], context: dict[str, Any]) -> str:
                 lines.append(f"| `{r['model']}` | {r['status']}: {why} |" + " |" * 12)
                 continue
             m = r["metrics"]
-            seq = r["model"] in SEQUENTIAL
+            seq = r["model"] in SEQUENTIAL or r["dataset"] == LOO
             flags = list(r["flags"])
             if "--data" in flags:  # the data set is the section's title
                 at = flags.index("--data")
@@ -225,12 +242,36 @@ def markdown(records: list[dict[str, Any]], context: dict[str, Any]) -> str:
                      _fmt(r.get("peak_rss_mib"), 0), f"`{settings}`" if settings else "defaults"]
             lines.append(f"| `{r['model']}` | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += verdicts(records)
     return "\n".join(lines)
+
+
+def verdicts(records: list[dict[str, Any]]) -> list[str]:
+    """The defaults table's claims, checked: lightgcn > bpr > pop on Recall@20 and NDCG@20 on
+    ml-100k, each sequential model > pop on leave-one-out NDCG@10."""
+    got = {(r["dataset"], r["model"]): r["metrics"] for r in records if r["status"] == "ok"}
+    lines = []
+
+    def order(dataset: str, models: tuple[str, ...], metric: str) -> None:
+        if all((dataset, m) in got for m in models):
+            values = [got[dataset, m][metric] for m in models]
+            held = all(a > b for a, b in itertools.pairwise(values))
+            lines.append(f"- {dataset}: {' > '.join(f'`{m}`' for m in models)} on {metric}: "
+                         f"{'yes' if held else '**no**'} "
+                         f"({' / '.join(f'{v:.4f}' for v in values)})")
+
+    for metric in ("recall@20", "ndcg@20"):
+        order("ml-100k", ("lightgcn", "bpr", "pop"), metric)
+    for model in ("sasrec", "bert4rec"):
+        order(LOO, (model, "pop"), "ndcg@10")
+    return ["Checks:", "", *lines, ""] if lines else []
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="synthetic data, 2 epochs, < 1 minute")
+    p.add_argument("--defaults", action="store_true",
+                   help="ml-100k at every model's defaults (the README's defaults table)")
     p.add_argument("--only", default=None, help="comma-separated model names")
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results; "
                                                "--quick writes nothing without it)")
@@ -245,16 +286,18 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     from graphrec.models import REGISTRY
 
+    name = "models_defaults" if args.defaults else "models"
     if args.render:
         out = Path(args.out) if args.out else DEFAULT_RESULTS
-        rows = [json.loads(line) for line in (out / "models.jsonl").read_text().splitlines()]
+        rows = [json.loads(line) for line in (out / f"{name}.jsonl").read_text().splitlines()]
         last = [r for r in rows if r["timestamp"] == rows[-1]["timestamp"]]
-        (out / "models.md").write_text(markdown(last, last[-1]))
+        (out / f"{name}.md").write_text(markdown(last, last[-1]))
         return 0
     start = time.perf_counter()
     context = {"machine": machine_info(), "threads": args.threads, "git_commit": git_commit(),
                "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "load_avg_1m": load_avg(), "quick": args.quick}
+               "load_avg_1m": load_avg(), "quick": args.quick,
+               "defaults": args.defaults}
     records = []
     with tempfile.TemporaryDirectory(prefix="graphrec-models-") as tmp:
         for e in plan(args, list(REGISTRY)):
@@ -272,11 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else (None if args.quick else DEFAULT_RESULTS)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        with open(out / "models.jsonl", "a") as fh:
+        with open(out / f"{name}.jsonl", "a") as fh:
             for rec in records:
                 fh.write(json.dumps({**rec, **context}) + "\n")
-        (out / "models.md").write_text(text)
-        print(f"wrote {out / 'models.jsonl'} and models.md", file=sys.stderr)
+        (out / f"{name}.md").write_text(text)
+        print(f"wrote {out / name}.jsonl and {name}.md", file=sys.stderr)
     return 0 if all(r["status"] in ("ok", "skipped") for r in records) else 1
 
 
