@@ -223,14 +223,15 @@ def test_bad_settings_are_one_line_errors():
 
 def test_sequence_models_have_their_own_training_defaults():
     seq = resolve({}, {"": {"model": "sasrec"}}).train
-    assert (seq.batch_size, seq.lr, seq.patience, seq.metric) == (128, 1e-3, 10, "ndcg@10")
-    assert resolve({}, {"": {"model": "bert4rec"}}).train.metric == "ndcg@10"
+    assert (seq.batch_size, seq.lr, seq.patience, seq.metric) == (64, 3e-3, 10, "ndcg@10")
+    bert = resolve({}, {"": {"model": "bert4rec"}}).train
+    assert (bert.batch_size, bert.lr, bert.patience, bert.metric) == (128, 3e-3, 30, "ndcg@10")
     graph = resolve({}, {"": {"model": "bpr"}}).train
     assert (graph.batch_size, graph.metric) == (2048, "ndcg@20")  # others keep TrainConfig's
     # the file overrides the model's defaults, flags override the file
     cfg = resolve({"model": "sasrec", "train": {"batch_size": 64, "metric": "hit@20"}},
                   {"train": {"batch_size": 32}}).train
-    assert (cfg.batch_size, cfg.metric, cfg.lr) == (32, "hit@20", 1e-3)
+    assert (cfg.batch_size, cfg.metric, cfg.lr) == (32, "hit@20", 3e-3)
 
 
 def test_recommend_gives_next_items_after_the_full_history(synthetic, tmp_path):
