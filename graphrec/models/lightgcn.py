@@ -18,14 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import torch.nn.functional as F
 from torch import Tensor
 
 from graphrec.batches import PairBatch, PairSpec
 from graphrec.errors import GraphrecError
 from graphrec.models.graph import DotProductModel, rows
+from graphrec.nn import losses
+from graphrec.nn.losses import PAIR_LOSSES
 
-LOSSES = ("bpr",)
+LOSSES = PAIR_LOSSES
 
 
 @dataclass
@@ -34,7 +35,9 @@ class LightGCNConfig:
         dim: embedding size.
         num_layers: propagation hops K (0: no propagation).
         layer_weights: weights of layers 0..K (default: the mean).
-        loss: ``"bpr"``.
+        loss: ``"bpr"``, ``"bce"`` (sampled negatives labelled 0) or ``"softmax"`` (the
+            positive's cross-entropy among itself and its negatives), from
+            :mod:`graphrec.nn.losses`.
         biases: user, item and global biases added to the dot product.
         l2: L2 weight on the batch's layer-0 embeddings (LightGCN's regularizer), per example.
         table_l2: L2 weight on the whole embedding table, every step: ``table_l2 / 2 * ||E||^2``
@@ -87,18 +90,23 @@ class LightGCN(DotProductModel):
         if cfg.l2 < 0 or cfg.table_l2 < 0:
             raise GraphrecError("lightgcn: l2 and table_l2 must be >= 0")
 
+    # the uniform sampler draws every item with the same probability, so sampled softmax needs
+    # no logQ correction here (it would shift every logit by the same constant)
+    LOSS_FUNCTIONS = {"bpr": "bpr", "bce": "bce", "softmax": "sampled_softmax"}
+
     def batch_spec(self) -> PairSpec:
         return PairSpec()
 
     def forward(self, batch: PairBatch) -> Tensor:  # type: ignore[override]
-        """The BPR loss of a batch of (user, positive, negatives)."""
+        """The loss (``cfg.loss``) of a batch of (user, positive, negatives)."""
         return self.loss(batch.users, batch.items, batch.negatives)
 
     def loss(self, users: Tensor, items: Tensor, negatives: Tensor) -> Tensor:
-        """BPR over ``users [N]``, positive ``items [N]`` and ``negatives [N, M]``, plus the L2
-        terms (module docstring)."""
+        """``cfg.loss`` (:mod:`graphrec.nn.losses`: ``bpr``, ``bce`` or ``softmax``) over
+        ``users [N]``, positive ``items [N]`` and ``negatives [N, M]``, plus the L2 terms
+        (module docstring)."""
         if negatives is None or negatives.numel() == 0:
-            raise GraphrecError("BPR loss needs negatives")
+            raise GraphrecError(f"{self.cfg.loss} loss needs negatives (--num-negatives >= 1)")
         u_all, i_all = self.embeddings()
         u = rows(u_all, users)  # [N, F]
         pos = (u * rows(i_all, items)).sum(1, keepdim=True)  # [N, 1]
@@ -106,7 +114,7 @@ class LightGCN(DotProductModel):
         if self.biases:
             pos = pos + self.pair_bias(users, items).unsqueeze(1)
             neg = neg + self.pair_bias(users.unsqueeze(1), negatives)
-        main = -F.logsigmoid(pos - neg).mean()
+        main = getattr(losses, self.LOSS_FUNCTIONS[self.cfg.loss])(pos.squeeze(1), neg)
         if self.cfg.table_l2 > 0:
             main = main + self.cfg.table_l2 / 2 * self.embedding.weight.pow(2).sum()
         if self.cfg.l2 > 0:  # skipped at zero: the negatives' gather is half a step's work

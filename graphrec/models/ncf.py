@@ -34,9 +34,12 @@ from graphrec.batches import History, PairBatch, PairSpec, RatingBatch, RatingSp
 from graphrec.errors import GraphrecError
 from graphrec.models.base import Recommender
 from graphrec.models.graph import GraphModel, rows
+from graphrec.nn import losses
 from graphrec.schema import EDGE, RATING
 
 VARIANTS = ("neumf", "gmf", "mlp")
+# the ``loss`` option -> its function in graphrec.nn.losses (the sampler is uniform: no logQ)
+LOSS_FUNCTIONS = {"bce": "bce", "bpr": "bpr", "softmax": "sampled_softmax"}
 #: largest ``[B, items, hidden]`` activation scoring builds at once (64M floats = 256 MB)
 CHUNK_FLOATS = 1 << 26
 
@@ -99,6 +102,8 @@ class NCFConfig:
             paper's NeuMF).
         layer_weights: weights of layers 0..K (default: the mean).
         propagation: the propagation backend, see :mod:`graphrec.nn.propagation`.
+        loss: ``"bce"`` (the paper's), ``"bpr"`` or ``"softmax"`` over the logits of the
+            positive and its negatives (:mod:`graphrec.nn.losses`).
     """
 
     variant: str = "neumf"
@@ -111,6 +116,7 @@ class NCFConfig:
     num_layers: int = 0
     layer_weights: tuple[float, ...] | None = None
     propagation: str = "symmetric"
+    loss: str = "bce"
 
     def __post_init__(self) -> None:
         self.mlp_layers = tuple(int(n) for n in self.mlp_layers)
@@ -131,6 +137,9 @@ class NCF(GraphModel):
         cfg = cfg or NCFConfig()
         if cfg.variant not in VARIANTS:
             raise GraphrecError(f"ncf: variant must be one of {VARIANTS}, got {cfg.variant!r}")
+        if cfg.loss not in LOSS_FUNCTIONS:
+            raise GraphrecError(f"ncf: loss must be one of {tuple(LOSS_FUNCTIONS)}, got "
+                                f"{cfg.loss!r}")
         if not 0 <= cfg.dropout < 1 or cfg.l2 < 0:
             raise GraphrecError(f"ncf: need dropout in [0, 1) and l2 >= 0, got {cfg.dropout}, {cfg.l2}")
         use_gmf, use_mlp = cfg.variant != "mlp", cfg.variant != "gmf"
@@ -204,13 +213,12 @@ class NCF(GraphModel):
         embeddings (users, positives, and negatives divided by M; both branches), halved, per
         example."""
         if negatives is None or negatives.numel() == 0:
-            raise GraphrecError("ncf: the BCE loss needs sampled negatives")
+            raise GraphrecError(f"ncf: the {self.cfg.loss} loss needs sampled negatives "
+                                "(--num-negatives >= 1)")
         all_items = torch.cat([items.unsqueeze(1), negatives], 1)  # [N, 1 + M]
         logits = self.logits(users.unsqueeze(1).expand_as(all_items), all_items,
                              self.training)  # [N, 1 + M]
-        labels = torch.zeros_like(logits)
-        labels[:, 0] = 1.0
-        main = F.binary_cross_entropy_with_logits(logits, labels)
+        main = getattr(losses, LOSS_FUNCTIONS[self.cfg.loss])(logits[:, 0], logits[:, 1:])
         if not self.cfg.l2:
             return main
         return main + self.cfg.l2 * self.layer0_l2(users, items, negatives)

@@ -1,0 +1,114 @@
+"""Losses of pair-trained models, in one module: every function takes scores, not models.
+
+Shapes: ``pos [N]`` is each example's score for its positive item, ``neg [N, M]`` the scores of
+its ``M`` negatives. Scores are logits (dot products, MLP outputs) except for :func:`ccl`,
+which takes cosine similarities.
+
+* :func:`bpr`: Bayesian personalized ranking, ``-log sigmoid(pos - neg)`` (Rendle et al. 2009).
+* :func:`bce`: binary cross-entropy, positives labelled 1 and negatives 0, averaged over all
+  ``N * (1 + M)`` pairs (NeuMF's loss, He et al. 2017).
+* :func:`sampled_softmax`: cross-entropy of the positive among itself and its negatives
+  (InfoNCE), with a temperature and the logQ correction of sampled softmax: each score minus
+  the log-probability that the sampler draws that item (Yi et al., RecSys 2019), so that the
+  loss is an unbiased estimate of the full softmax's whatever the sampler.
+* :func:`in_batch_logits`: the ``[N, N]`` scores of every user against every positive of the
+  batch (the other positives are the negatives, drawn in proportion to popularity), with
+  accidental hits (the same item as the row's positive) masked out; extra sampled negatives
+  can be appended as columns: mixed negatives (Yang et al., WWW 2020).
+* :func:`ccl`: the cosine contrastive loss of SimpleX (Mao et al., CIKM 2021),
+  ``(1 - pos) + w / M * sum(relu(neg - margin))``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from graphrec.errors import GraphrecError
+
+#: the ``loss`` names pair-trained models accept
+PAIR_LOSSES = ("bpr", "bce", "softmax")
+
+
+def _check(pos: Tensor, neg: Tensor, what: str) -> None:
+    if neg is None or neg.numel() == 0:
+        raise GraphrecError(f"{what} loss needs negatives (--num-negatives must be at least 1)")
+    if neg.dim() != 2 or pos.shape != neg.shape[:1]:
+        raise ValueError(f"{what}: expected pos [N] and neg [N, M], got {tuple(pos.shape)} and "
+                         f"{tuple(neg.shape)}")
+
+
+def bpr(pos: Tensor, neg: Tensor) -> Tensor:
+    """Mean over the ``N * M`` (positive, negative) pairs of ``-log sigmoid(pos - neg)``."""
+    _check(pos, neg, "BPR")
+    return -F.logsigmoid(pos.unsqueeze(1) - neg).mean()
+
+
+def bce(pos: Tensor, neg: Tensor) -> Tensor:
+    """Binary cross-entropy of logits, mean over the ``N * (1 + M)`` labelled pairs."""
+    _check(pos, neg, "BCE")
+    total = F.softplus(-pos).sum() + F.softplus(neg).sum()  # -log s(x) and -log(1 - s(x))
+    return total / (pos.numel() + neg.numel())
+
+
+def sampled_softmax(pos: Tensor, neg: Tensor, temperature: float = 1.0,
+                    log_q_pos: Tensor | None = None, log_q_neg: Tensor | None = None) -> Tensor:
+    """Mean cross-entropy of the positive (column 0) over ``[pos, neg] / temperature``, each
+    logit first corrected by ``- log q`` when the sampling log-probabilities are given (``[N]``
+    and ``[N, M]``; both or neither)."""
+    _check(pos, neg, "sampled softmax")
+    if temperature <= 0:
+        raise GraphrecError(f"temperature must be > 0, got {temperature}")
+    logits = torch.cat([pos.unsqueeze(1), neg], 1) / temperature
+    if (log_q_pos is None) != (log_q_neg is None):
+        raise ValueError("sampled_softmax: give log_q_pos and log_q_neg together")
+    if log_q_pos is not None:
+        logits = logits - torch.cat([log_q_pos.unsqueeze(1), log_q_neg], 1)
+    return -torch.log_softmax(logits, 1)[:, 0].mean()
+
+
+def in_batch_logits(user_vecs: Tensor, item_vecs: Tensor, items: Tensor,
+                    temperature: float = 1.0, log_q: Tensor | None = None) -> Tensor:
+    """``[N, N]`` logits of user ``i`` (``user_vecs [N, F]``) against the batch's positives
+    ``item_vecs [N, F]`` (item ids ``items [N]``): the diagonal holds each user's positive.
+    ``log_q [num_items]`` subtracts each column item's log sampling probability (its share of
+    the training interactions, for in-batch negatives). A column holding the row's positive
+    item off the diagonal (an accidental hit) is ``-inf``."""
+    if temperature <= 0:
+        raise GraphrecError(f"temperature must be > 0, got {temperature}")
+    logits = user_vecs @ item_vecs.T / temperature
+    if log_q is not None:
+        logits = logits - log_q[items].unsqueeze(0)
+    hit = items.unsqueeze(0) == items.unsqueeze(1)
+    hit.fill_diagonal_(False)
+    return logits.masked_fill(hit, float("-inf"))
+
+
+def in_batch_softmax(logits: Tensor, extra: Tensor | None = None) -> Tensor:
+    """Mean cross-entropy of the diagonal of :func:`in_batch_logits`, with ``extra [N, M]``
+    logits of sampled negatives appended as further columns (mixed negatives)."""
+    n = logits.size(0)
+    if extra is not None:
+        logits = torch.cat([logits, extra], 1)
+    return -torch.log_softmax(logits, 1)[torch.arange(n), torch.arange(n)].mean()
+
+
+def ccl(pos: Tensor, neg: Tensor, margin: float = 0.9, neg_weight: float = 1.0) -> Tensor:
+    """SimpleX's cosine contrastive loss over cosine similarities: mean over examples of
+    ``(1 - pos) + neg_weight / M * sum_j relu(neg_j - margin)``."""
+    _check(pos, neg, "CCL")
+    if not -1 <= margin <= 1:
+        raise GraphrecError(f"ccl: margin must lie in [-1, 1] (a cosine), got {margin}")
+    return ((1 - pos) + neg_weight * F.relu(neg - margin).mean(1)).mean()
+
+
+__all__ = [
+    "PAIR_LOSSES",
+    "bce",
+    "bpr",
+    "ccl",
+    "in_batch_logits",
+    "in_batch_softmax",
+    "sampled_softmax",
+]
