@@ -1,4 +1,5 @@
-"""Negative sampling as tensor operations: uniform over items, never a training positive.
+"""Negative sampling as tensor operations: uniform over items or by weight (popularity),
+never a training positive.
 
 Rejection sampling against the sorted keys ``user * num_items + item`` of the positives: draw
 uniformly, test membership with one ``searchsorted``, redraw only the rejected entries. Each
@@ -8,6 +9,8 @@ nearly every item (a user with every item is an error: there is nothing to sampl
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -15,14 +18,19 @@ from graphrec.errors import GraphrecError
 
 
 class NegativeSampler:
-    """Uniform negatives for (user, positive) pairs, excluding each user's training positives.
+    """Negatives for (user, positive) pairs, excluding each user's training positives: uniform
+    over items, or in proportion to ``weights`` (e.g. training popularity to a power, as
+    word2vec's 0.75), drawn by a binary search of uniform numbers in their cumulative sum.
 
     Args:
         ptr, items: the training positives as CSR, ``ptr [U + 1]`` and ``items [E]``.
         num_items: number of items.
+        weights: ``[num_items]`` non-negative sampling weights (default: uniform). Items of
+            weight 0 are never drawn.
     """
 
-    def __init__(self, ptr: Tensor, items: Tensor, num_items: int) -> None:
+    def __init__(self, ptr: Tensor, items: Tensor, num_items: int,
+                 weights: Tensor | None = None) -> None:
         counts = ptr.diff()
         if counts.numel() and int(counts.max()) >= num_items:
             user = int(torch.nonzero(counts >= num_items)[0])
@@ -30,6 +38,31 @@ class NegativeSampler:
         self.num_items = int(num_items)
         user = torch.repeat_interleave(torch.arange(counts.numel(), device=ptr.device), counts)
         self.keys = torch.sort(user * self.num_items + items)[0]  # [E] sorted positive keys
+        self.cdf: Tensor | None = None
+        if weights is not None:
+            weights = weights.double()
+            if weights.shape != (self.num_items,) or not bool(torch.isfinite(weights).all()) \
+                    or bool((weights < 0).any()) or float(weights.sum()) <= 0:
+                raise GraphrecError("negative sampling: weights must be one finite, non-negative "
+                                    "value per item, not all zero")
+            self.probs = weights / weights.sum()
+            self.cdf = torch.cumsum(self.probs, 0)
+            self.cdf[-1] = 1.0  # no draw past the end from rounding
+
+    def log_prob(self, items: Tensor) -> Tensor:
+        """``log q(item)``, the probability that one draw (before rejecting positives) is each
+        item: what sampled softmax's logQ correction subtracts."""
+        if self.cdf is None:
+            return torch.full(items.shape, -math.log(self.num_items), device=items.device)
+        return self.probs.log().to(items.device)[items].float()
+
+    def _draw(self, shape: tuple[int, ...], generator: torch.Generator | None,
+              device: torch.device) -> Tensor:
+        if self.cdf is None:
+            return torch.randint(self.num_items, shape, generator=generator, device=device)
+        u = torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
+        # right side: an item whose cumulative sum does not move (weight 0) is never drawn
+        return torch.searchsorted(self.cdf.to(device), u, right=True).clamp(max=self.num_items - 1)
 
     def is_positive(self, users: Tensor, items: Tensor) -> Tensor:
         """Whether each (user, item) pair is a training positive."""
@@ -43,10 +76,14 @@ class NegativeSampler:
         if num_negatives < 1:
             raise GraphrecError(f"num_negatives must be at least 1, got {num_negatives}")
         users = users.unsqueeze(1).expand(-1, num_negatives)  # [N, M]
-        out = torch.randint(self.num_items, users.shape, generator=generator, device=users.device)
+        out = self._draw(tuple(users.shape), generator, users.device)
         bad = self.is_positive(users, out)
+        rounds = 0
         while bad.any():  # rounds, not interactions: each redraws all rejected entries at once
-            out[bad] = torch.randint(self.num_items, (int(bad.sum()),), generator=generator,
-                                     device=users.device)
+            out[bad] = self._draw((int(bad.sum()),), generator, users.device)
             bad = self.is_positive(users, out)
+            rounds += 1
+            if rounds == 1000 and self.cdf is not None:
+                raise GraphrecError("negative sampling: a user's positives hold nearly all the "
+                                    "sampling weight; use uniform negatives")
         return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -59,3 +61,26 @@ def test_seeded_and_errors():
         s.sample(users, 0)
     with pytest.raises(GraphrecError, match="every item"):
         NegativeSampler(torch.tensor([0, 3]), torch.arange(3), 3)
+
+
+def test_weighted_negatives_follow_the_weights_over_unseen_items():
+    # user 0 has seen items 0 and 1; the rest are drawn in proportion to weights 0,0,1,2,3,0,4
+    ptr = torch.tensor([0, 2])
+    weights = torch.tensor([5.0, 5.0, 1.0, 2.0, 3.0, 0.0, 4.0])
+    s = NegativeSampler(ptr, torch.arange(2), 7, weights=weights)
+    neg = s.sample(torch.zeros(40000, dtype=torch.long), generator=torch.Generator().manual_seed(3))
+    counts = torch.bincount(neg.flatten(), minlength=7).double() / 40000
+    assert counts[[0, 1, 5]].sum() == 0  # positives rejected, weight 0 never drawn
+    want = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64) / 10
+    assert (counts[[2, 3, 4, 6]] - want).abs().max() < 0.01
+    # log q is the log of one draw's probability, before positives are rejected
+    assert torch.allclose(s.log_prob(torch.tensor([2, 6])).double(),
+                          torch.log(torch.tensor([1.0, 4.0], dtype=torch.float64) / 20))
+    a = s.sample(torch.zeros(5, dtype=torch.long), 3, torch.Generator().manual_seed(9))
+    assert torch.equal(a, s.sample(torch.zeros(5, dtype=torch.long), 3,
+                                   torch.Generator().manual_seed(9)))
+    uniform = NegativeSampler(ptr, torch.arange(2), 7)
+    assert torch.allclose(uniform.log_prob(torch.tensor([3])), torch.tensor([-math.log(7)]))
+    for bad in (torch.ones(6), -torch.ones(7), torch.zeros(7), torch.full((7,), float("nan"))):
+        with pytest.raises(GraphrecError, match="weights"):
+            NegativeSampler(ptr, torch.arange(2), 7, weights=bad)
