@@ -55,11 +55,15 @@ class _Tensors:
 
 @dataclass
 class PairBatch(_Tensors):
-    """(user, positive item, sampled negatives): ``users [N]``, ``items [N]``, ``negatives [N, M]``."""
+    """(user, positive item, sampled negatives): ``users [N]``, ``items [N]``, ``negatives [N, M]``;
+    with popularity negatives also ``log_q_pos [N]`` and ``log_q_neg [N, M]``, the log
+    probability of one draw of each item (for the logQ correction of sampled softmax)."""
 
     users: Tensor
     items: Tensor
     negatives: Tensor
+    log_q_pos: Tensor | None = None
+    log_q_neg: Tensor | None = None
 
 
 @dataclass
@@ -86,7 +90,15 @@ Batch = Union[PairBatch, RatingBatch, SequenceBatch]
 
 @dataclass(frozen=True)
 class PairSpec:
-    """Pairs with uniform negatives; how many per positive is the trainer's ``num_negatives``."""
+    """Pairs with sampled negatives; how many per positive is the trainer's ``num_negatives``.
+
+    Args:
+        popularity: ``None`` for uniform negatives; else negatives are drawn in proportion to
+            each item's training degree to this power (0.75: word2vec's), and batches carry
+            their log-probabilities.
+    """
+
+    popularity: float | None = None
 
 
 @dataclass(frozen=True)
@@ -173,16 +185,28 @@ class Batches(Protocol):
 class PairBatches:
     """(user, positive item, sampled negatives) triples, one per training interaction."""
 
-    def __init__(self, train: HeteroData, num_negatives: int = 1) -> None:
+    def __init__(self, train: HeteroData, num_negatives: int = 1,
+                 popularity: float | None = None) -> None:
         store = train[EDGE]
         self.users, self.items = store.edge_index[0], store.edge_index[1]
         self.num_examples = int(self.users.numel())
         self.num_negatives = num_negatives
-        self.sampler = NegativeSampler(*user_sequences(train), int(train[ITEM].num_nodes))
+        num_items = int(train[ITEM].num_nodes)
+        weights = None
+        if popularity is not None:
+            if popularity < 0:
+                raise GraphrecError(f"popularity negatives: the power must be >= 0, got {popularity}")
+            weights = torch.bincount(self.items, minlength=num_items).double() ** popularity
+        self.weighted = weights is not None
+        self.sampler = NegativeSampler(*user_sequences(train), num_items, weights)
 
     def batch(self, idx: Tensor, generator: torch.Generator) -> PairBatch:
-        u = self.users[idx]
-        return PairBatch(u, self.items[idx], self.sampler.sample(u, self.num_negatives, generator))
+        u, items = self.users[idx], self.items[idx]
+        negatives = self.sampler.sample(u, self.num_negatives, generator)
+        if not self.weighted:
+            return PairBatch(u, items, negatives)
+        return PairBatch(u, items, negatives, self.sampler.log_prob(items),
+                         self.sampler.log_prob(negatives))
 
 
 class RatingBatches:
@@ -237,7 +261,8 @@ class SequenceBatches:
 
 #: spec type -> factory(spec, training graph, negatives per positive)
 SOURCES: dict[type, Callable[[object, HeteroData, int], Batches]] = {
-    PairSpec: lambda spec, train, num_negatives: PairBatches(train, num_negatives),
+    PairSpec: lambda spec, train, num_negatives: PairBatches(
+        train, num_negatives, spec.popularity),  # type: ignore[attr-defined]
     RatingSpec: lambda spec, train, num_negatives: RatingBatches(train),
     SequenceSpec: lambda spec, train, num_negatives: SequenceBatches(
         train, spec.length, spec.pad, spec.mask_prob, spec.num_negatives),  # type: ignore[attr-defined]

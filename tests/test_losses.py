@@ -134,3 +134,42 @@ def test_lightgcn_trained_on_another_loss_beats_popularity(loss, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     pop = json.loads((out / "pop_metrics.json").read_text())
     assert metrics["ndcg@20"] > 2 * pop["ndcg@20"], (metrics["ndcg@20"], pop["ndcg@20"])
+
+
+def test_popularity_negatives_carry_log_probabilities_into_the_softmax(tiny_graph):
+    from graphrec.batches import make_batches
+
+    model = build_model("lightgcn", 4, 6, model_config(
+        "lightgcn", {"loss": "softmax", "negatives": "popularity", "l2": 0.0}))
+    model.fit(tiny_graph)
+    source = make_batches(model.batch_spec(), tiny_graph, num_negatives=3)
+    batch = source.batch(torch.arange(8), torch.Generator().manual_seed(0))
+    degree = torch.bincount(tiny_graph["user", "interacts", "item"].edge_index[1],
+                            minlength=6).double() ** 0.75
+    q = degree / degree.sum()
+    assert torch.allclose(batch.log_q_neg.double(), q.log()[batch.negatives], atol=1e-6)
+    assert bool((degree[batch.negatives] > 0).all())  # an item never seen is never drawn
+    with torch.no_grad():
+        scores = model.score_candidates(batch.users,
+                                        torch.cat([batch.items[:, None], batch.negatives], 1))
+    want = losses.sampled_softmax(scores[:, 0], scores[:, 1:], 1.0, batch.log_q_pos,
+                                  batch.log_q_neg)
+    assert model(batch).item() == pytest.approx(want.item(), rel=1e-5)
+    uniform = build_model("lightgcn", 4, 6, model_config("lightgcn", {"loss": "softmax"}))
+    assert uniform.batch_spec().popularity is None
+    with pytest.raises(GraphrecError, match="negatives must be"):
+        build_model("lightgcn", 4, 6, model_config("lightgcn", {"negatives": "hard"}))
+
+
+def test_lightgcn_with_popularity_negatives_beats_popularity(tmp_path):
+    import json
+
+    from graphrec import train
+    from graphrec.cli import run
+
+    out = tmp_path / "run"
+    assert run(train.main, ["--set", "loss=softmax", "--set", "negatives=popularity",
+                            "--epochs", "8", "--no-progress", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    pop = json.loads((out / "pop_metrics.json").read_text())
+    assert metrics["ndcg@20"] > 2 * pop["ndcg@20"], (metrics["ndcg@20"], pop["ndcg@20"])

@@ -44,6 +44,9 @@ class LightGCNConfig:
             (the ``embedding_regularizer`` of FuxiCTR and the BARS benchmark). Unlike ``l2`` it
             reaches the rows a batch does not touch; it kept BARS's MF-BPR from overfitting.
         init_std: standard deviation of the normal initialization.
+        negatives: ``"uniform"`` or ``"popularity"`` (in proportion to each item's training
+            degree to the power ``negatives_power``; ``softmax`` then corrects by logQ).
+        negatives_power: see ``negatives``.
         propagation: the propagation backend (``symmetric``, the fastest measured; ``autograd``;
             ``edge_index``), see :mod:`graphrec.nn.propagation`.
     """
@@ -57,6 +60,8 @@ class LightGCNConfig:
     table_l2: float = 0.0
     init_std: float = 0.1
     propagation: str = "symmetric"
+    negatives: str = "uniform"
+    negatives_power: float = 0.75
 
     #: training defaults of ``lightgcn`` (TrainConfig fields), chosen by benchmarks/defaults.py
     #: on validation parts of ml-100k and a Gowalla sample
@@ -89,19 +94,25 @@ class LightGCN(DotProductModel):
                                 "(explicit ratings: --model mf, which propagates too)")
         if cfg.l2 < 0 or cfg.table_l2 < 0:
             raise GraphrecError("lightgcn: l2 and table_l2 must be >= 0")
+        if cfg.negatives not in ("uniform", "popularity") or cfg.negatives_power < 0:
+            raise GraphrecError(f"lightgcn: negatives must be uniform or popularity and "
+                                f"negatives_power >= 0, got {cfg.negatives!r}, {cfg.negatives_power}")
 
-    # the uniform sampler draws every item with the same probability, so sampled softmax needs
-    # no logQ correction here (it would shift every logit by the same constant)
+    # uniform negatives: every item has the same probability, so sampled softmax needs no logQ
+    # correction (it would shift every logit by one constant); popularity negatives get it
     LOSS_FUNCTIONS = {"bpr": "bpr", "bce": "bce", "softmax": "sampled_softmax"}
 
     def batch_spec(self) -> PairSpec:
-        return PairSpec()
+        return PairSpec(popularity=self.cfg.negatives_power if self.cfg.negatives == "popularity"
+                        else None)
 
     def forward(self, batch: PairBatch) -> Tensor:  # type: ignore[override]
         """The loss (``cfg.loss``) of a batch of (user, positive, negatives)."""
-        return self.loss(batch.users, batch.items, batch.negatives)
+        return self.loss(batch.users, batch.items, batch.negatives, batch.log_q_pos,
+                         batch.log_q_neg)
 
-    def loss(self, users: Tensor, items: Tensor, negatives: Tensor) -> Tensor:
+    def loss(self, users: Tensor, items: Tensor, negatives: Tensor,
+             log_q_pos: Tensor | None = None, log_q_neg: Tensor | None = None) -> Tensor:
         """``cfg.loss`` (:mod:`graphrec.nn.losses`: ``bpr``, ``bce`` or ``softmax``) over
         ``users [N]``, positive ``items [N]`` and ``negatives [N, M]``, plus the L2 terms
         (module docstring)."""
@@ -114,7 +125,10 @@ class LightGCN(DotProductModel):
         if self.biases:
             pos = pos + self.pair_bias(users, items).unsqueeze(1)
             neg = neg + self.pair_bias(users.unsqueeze(1), negatives)
-        main = getattr(losses, self.LOSS_FUNCTIONS[self.cfg.loss])(pos.squeeze(1), neg)
+        if self.cfg.loss == "softmax" and log_q_pos is not None:  # popularity negatives
+            main = losses.sampled_softmax(pos.squeeze(1), neg, 1.0, log_q_pos, log_q_neg)
+        else:
+            main = getattr(losses, self.LOSS_FUNCTIONS[self.cfg.loss])(pos.squeeze(1), neg)
         if self.cfg.table_l2 > 0:
             main = main + self.cfg.table_l2 / 2 * self.embedding.weight.pow(2).sum()
         if self.cfg.l2 > 0:  # skipped at zero: the negatives' gather is half a step's work
