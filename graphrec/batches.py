@@ -197,13 +197,12 @@ class PairBatches:
             if popularity < 0:
                 raise GraphrecError(f"popularity negatives: the power must be >= 0, got {popularity}")
             weights = torch.bincount(self.items, minlength=num_items).double() ** popularity
-        self.weighted = weights is not None
         self.sampler = NegativeSampler(*user_sequences(train), num_items, weights)
 
     def batch(self, idx: Tensor, generator: torch.Generator) -> PairBatch:
         u, items = self.users[idx], self.items[idx]
         negatives = self.sampler.sample(u, self.num_negatives, generator)
-        if not self.weighted:
+        if not self.sampler.weighted:
             return PairBatch(u, items, negatives)
         return PairBatch(u, items, negatives, self.sampler.log_prob(items),
                          self.sampler.log_prob(negatives))

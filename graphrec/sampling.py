@@ -49,6 +49,11 @@ class NegativeSampler:
             self.cdf = torch.cumsum(self.probs, 0)
             self.cdf[-1] = 1.0  # no draw past the end from rounding
 
+    @property
+    def weighted(self) -> bool:
+        """Whether negatives are drawn by weight rather than uniformly."""
+        return self.cdf is not None
+
     def log_prob(self, items: Tensor) -> Tensor:
         """``log q(item)``, the probability that one draw (before rejecting positives) is each
         item: what sampled softmax's logQ correction subtracts."""

@@ -23,8 +23,7 @@ from torch import Tensor
 from graphrec.batches import PairBatch, PairSpec
 from graphrec.errors import GraphrecError
 from graphrec.models.graph import DotProductModel, rows
-from graphrec.nn import losses
-from graphrec.nn.losses import PAIR_LOSSES
+from graphrec.nn.losses import PAIR_LOSSES, pair_loss
 
 LOSSES = PAIR_LOSSES
 
@@ -98,10 +97,6 @@ class LightGCN(DotProductModel):
             raise GraphrecError(f"lightgcn: negatives must be uniform or popularity and "
                                 f"negatives_power >= 0, got {cfg.negatives!r}, {cfg.negatives_power}")
 
-    # uniform negatives: every item has the same probability, so sampled softmax needs no logQ
-    # correction (it would shift every logit by one constant); popularity negatives get it
-    LOSS_FUNCTIONS = {"bpr": "bpr", "bce": "bce", "softmax": "sampled_softmax"}
-
     def batch_spec(self) -> PairSpec:
         return PairSpec(popularity=self.cfg.negatives_power if self.cfg.negatives == "popularity"
                         else None)
@@ -125,10 +120,7 @@ class LightGCN(DotProductModel):
         if self.biases:
             pos = pos + self.pair_bias(users, items).unsqueeze(1)
             neg = neg + self.pair_bias(users.unsqueeze(1), negatives)
-        if self.cfg.loss == "softmax" and log_q_pos is not None:  # popularity negatives
-            main = losses.sampled_softmax(pos.squeeze(1), neg, 1.0, log_q_pos, log_q_neg)
-        else:
-            main = getattr(losses, self.LOSS_FUNCTIONS[self.cfg.loss])(pos.squeeze(1), neg)
+        main = pair_loss(self.cfg.loss, pos.squeeze(1), neg, log_q_pos, log_q_neg)
         if self.cfg.table_l2 > 0:
             main = main + self.cfg.table_l2 / 2 * self.embedding.weight.pow(2).sum()
         if self.cfg.l2 > 0:  # skipped at zero: the negatives' gather is half a step's work

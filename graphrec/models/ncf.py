@@ -34,12 +34,10 @@ from graphrec.batches import History, PairBatch, PairSpec, RatingBatch, RatingSp
 from graphrec.errors import GraphrecError
 from graphrec.models.base import Recommender
 from graphrec.models.graph import GraphModel, rows
-from graphrec.nn import losses
+from graphrec.nn.losses import PAIR_LOSSES, pair_loss
 from graphrec.schema import EDGE, RATING
 
 VARIANTS = ("neumf", "gmf", "mlp")
-# the ``loss`` option -> its function in graphrec.nn.losses (the sampler is uniform: no logQ)
-LOSS_FUNCTIONS = {"bce": "bce", "bpr": "bpr", "softmax": "sampled_softmax"}
 #: largest ``[B, items, hidden]`` activation scoring builds at once (64M floats = 256 MB)
 CHUNK_FLOATS = 1 << 26
 
@@ -137,9 +135,8 @@ class NCF(GraphModel):
         cfg = cfg or NCFConfig()
         if cfg.variant not in VARIANTS:
             raise GraphrecError(f"ncf: variant must be one of {VARIANTS}, got {cfg.variant!r}")
-        if cfg.loss not in LOSS_FUNCTIONS:
-            raise GraphrecError(f"ncf: loss must be one of {tuple(LOSS_FUNCTIONS)}, got "
-                                f"{cfg.loss!r}")
+        if cfg.loss not in PAIR_LOSSES:
+            raise GraphrecError(f"ncf: loss must be one of {PAIR_LOSSES}, got {cfg.loss!r}")
         if not 0 <= cfg.dropout < 1 or cfg.l2 < 0:
             raise GraphrecError(f"ncf: need dropout in [0, 1) and l2 >= 0, got {cfg.dropout}, {cfg.l2}")
         use_gmf, use_mlp = cfg.variant != "mlp", cfg.variant != "gmf"
@@ -218,7 +215,7 @@ class NCF(GraphModel):
         all_items = torch.cat([items.unsqueeze(1), negatives], 1)  # [N, 1 + M]
         logits = self.logits(users.unsqueeze(1).expand_as(all_items), all_items,
                              self.training)  # [N, 1 + M]
-        main = getattr(losses, LOSS_FUNCTIONS[self.cfg.loss])(logits[:, 0], logits[:, 1:])
+        main = pair_loss(self.cfg.loss, logits[:, 0], logits[:, 1:])  # uniform negatives
         if not self.cfg.l2:
             return main
         return main + self.cfg.l2 * self.layer0_l2(users, items, negatives)

@@ -27,7 +27,7 @@ from torch import Tensor
 
 from graphrec.errors import GraphrecError
 
-#: the ``loss`` names pair-trained models accept
+#: the ``loss`` names pair-trained models accept (see :func:`pair_loss`)
 PAIR_LOSSES = ("bpr", "bce", "softmax")
 
 
@@ -66,6 +66,20 @@ def sampled_softmax(pos: Tensor, neg: Tensor, temperature: float = 1.0,
     if log_q_pos is not None:
         logits = logits - torch.cat([log_q_pos.unsqueeze(1), log_q_neg], 1)
     return -torch.log_softmax(logits, 1)[:, 0].mean()
+
+
+def pair_loss(name: str, pos: Tensor, neg: Tensor, log_q_pos: Tensor | None = None,
+              log_q_neg: Tensor | None = None) -> Tensor:
+    """The loss a pair-trained model's ``loss`` option names (:data:`PAIR_LOSSES`). The
+    sampling log-probabilities, given for weighted negatives, correct ``softmax``; with uniform
+    negatives they would shift every logit by one constant, and the margin losses take none."""
+    if name == "bpr":
+        return bpr(pos, neg)
+    if name == "bce":
+        return bce(pos, neg)
+    if name == "softmax":
+        return sampled_softmax(pos, neg, 1.0, log_q_pos, log_q_neg)
+    raise GraphrecError(f"loss must be one of {PAIR_LOSSES}, got {name!r}")
 
 
 def in_batch_logits(user_vecs: Tensor, item_vecs: Tensor, items: Tensor,
@@ -110,5 +124,6 @@ __all__ = [
     "ccl",
     "in_batch_logits",
     "in_batch_softmax",
+    "pair_loss",
     "sampled_softmax",
 ]
