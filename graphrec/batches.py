@@ -57,13 +57,19 @@ class _Tensors:
 class PairBatch(_Tensors):
     """(user, positive item, sampled negatives): ``users [N]``, ``items [N]``, ``negatives [N, M]``;
     with popularity negatives also ``log_q_pos [N]`` and ``log_q_neg [N, M]``, the log
-    probability of one draw of each item (for the logQ correction of sampled softmax)."""
+    probability of one draw of each item (for the logQ correction of sampled softmax).
+
+    With a shared pool (:attr:`PairSpec.pool`) ``negatives [M]`` is one pool for the whole
+    batch, ``hits [N, M]`` marks the pool items that are training positives of the row's user
+    (the loss leaves them out: they are not negatives), and ``log_q_pos [N]``, ``log_q_neg [M]``
+    are the log expected count of each item in the pool."""
 
     users: Tensor
     items: Tensor
     negatives: Tensor
     log_q_pos: Tensor | None = None
     log_q_neg: Tensor | None = None
+    hits: Tensor | None = None
 
 
 @dataclass
@@ -88,6 +94,12 @@ class SequenceBatch(_Tensors):
 Batch = Union[PairBatch, RatingBatch, SequenceBatch]
 
 
+#: shared negative pools of :class:`PairSpec`: ``uniform`` (``num_negatives`` items drawn
+#: once per batch), ``in-batch`` (the batch's positives: popularity-distributed, free),
+#: ``mixed`` (both, Yang et al., WWW 2020)
+POOLS = ("uniform", "in-batch", "mixed")
+
+
 @dataclass(frozen=True)
 class PairSpec:
     """Pairs with sampled negatives; how many per positive is the trainer's ``num_negatives``.
@@ -96,9 +108,40 @@ class PairSpec:
         popularity: ``None`` for uniform negatives; else negatives are drawn in proportion to
             each item's training degree to this power (0.75: word2vec's), and batches carry
             their log-probabilities.
+        pool: ``None``: ``num_negatives`` negatives per example, never a positive of its user.
+            Else one pool per batch (:data:`POOLS`), shared by all its examples: ``M`` scores
+            per example cost one ``[N, F] @ [F, M]`` product instead of ``N * M`` gathered
+            rows, which is what makes hundreds of negatives affordable on a CPU. Pool items
+            that are positives of a row's user are marked in ``hits``.
     """
 
     popularity: float | None = None
+    pool: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.pool is not None and self.pool not in POOLS:
+            raise GraphrecError(f"negatives pool must be one of {', '.join(POOLS)}, got {self.pool!r}")
+
+
+#: the ``negatives`` option of pair-trained models: per example ``uniform`` or ``popularity``
+#: (degree to a power), or a pool shared by the batch: ``shared`` (uniform), ``in-batch``,
+#: ``mixed`` (see :data:`POOLS`)
+NEGATIVES = ("uniform", "popularity", "shared", "in-batch", "mixed")
+
+
+def pair_spec(negatives: str, power: float = 0.75, what: str = "model") -> PairSpec:
+    """The :class:`PairSpec` of a model's ``negatives`` option (:data:`NEGATIVES`);
+    ``power``: the popularity exponent of ``popularity``."""
+    if negatives not in NEGATIVES:
+        raise GraphrecError(f"{what}: negatives must be one of {', '.join(NEGATIVES)}, "
+                            f"got {negatives!r}")
+    if negatives == "popularity":
+        if not power >= 0:
+            raise GraphrecError(f"{what}: negatives_power must be >= 0, got {power}")
+        return PairSpec(popularity=power)
+    if negatives == "uniform":
+        return PairSpec()
+    return PairSpec(pool="uniform" if negatives == "shared" else negatives)
 
 
 @dataclass(frozen=True)
@@ -186,7 +229,7 @@ class PairBatches:
     """(user, positive item, sampled negatives) triples, one per training interaction."""
 
     def __init__(self, train: HeteroData, num_negatives: int = 1,
-                 popularity: float | None = None) -> None:
+                 popularity: float | None = None, pool: str | None = None) -> None:
         store = train[EDGE]
         self.users, self.items = store.edge_index[0], store.edge_index[1]
         self.num_examples = int(self.users.numel())
@@ -198,9 +241,31 @@ class PairBatches:
                 raise GraphrecError(f"popularity negatives: the power must be >= 0, got {popularity}")
             weights = torch.bincount(self.items, minlength=num_items).double() ** popularity
         self.sampler = NegativeSampler(*user_sequences(train), num_items, weights)
+        self.pool = pool
+        if pool is not None:  # each item's share of the training positives: in-batch's q
+            self.pop_share = torch.bincount(self.items, minlength=num_items).double() \
+                / max(1, self.num_examples)
+
+    def _pooled(self, u: Tensor, items: Tensor, generator: torch.Generator) -> PairBatch:
+        """One shared pool; ``log q`` of an item is the log of its expected count in the pool:
+        ``N * share(i)`` from the in-batch part plus ``M * q(i)`` from the drawn part."""
+        parts, expected = [], torch.zeros_like(self.pop_share)
+        if self.pool in ("in-batch", "mixed"):
+            parts.append(items)
+            expected = expected + items.numel() * self.pop_share
+        if self.pool in ("uniform", "mixed"):
+            parts.append(self.sampler.draw((self.num_negatives,), generator, u.device))
+            q = (self.sampler.probs if self.sampler.weighted
+                 else torch.full_like(expected, 1.0 / expected.numel()))
+            expected = expected + self.num_negatives * q
+        pool = torch.cat(parts)
+        log_q = expected.clamp_min(1e-30).log().float()
+        return PairBatch(u, items, pool, log_q[items], log_q[pool], self.sampler.hits(u, pool))
 
     def batch(self, idx: Tensor, generator: torch.Generator) -> PairBatch:
         u, items = self.users[idx], self.items[idx]
+        if self.pool is not None:
+            return self._pooled(u, items, generator)
         negatives = self.sampler.sample(u, self.num_negatives, generator)
         if not self.sampler.weighted:
             return PairBatch(u, items, negatives)
@@ -261,7 +326,7 @@ class SequenceBatches:
 #: spec type -> factory(spec, training graph, negatives per positive)
 SOURCES: dict[type, Callable[[object, HeteroData, int], Batches]] = {
     PairSpec: lambda spec, train, num_negatives: PairBatches(
-        train, num_negatives, spec.popularity),  # type: ignore[attr-defined]
+        train, num_negatives, spec.popularity, spec.pool),  # type: ignore[attr-defined]
     RatingSpec: lambda spec, train, num_negatives: RatingBatches(train),
     SequenceSpec: lambda spec, train, num_negatives: SequenceBatches(
         train, spec.length, spec.pad, spec.mask_prob, spec.num_negatives),  # type: ignore[attr-defined]
@@ -278,5 +343,5 @@ def make_batches(spec: BatchSpec, train: HeteroData, num_negatives: int = 1) -> 
 
 
 __all__ = ["PairBatch", "RatingBatch", "SequenceBatch", "Batch", "PairSpec", "RatingSpec",
-           "SequenceSpec", "BatchSpec", "History", "Batches", "PairBatches", "RatingBatches",
+           "SequenceSpec", "BatchSpec", "POOLS", "NEGATIVES", "pair_spec", "History", "Batches", "PairBatches", "RatingBatches",
            "SequenceBatches", "SOURCES", "make_batches"]

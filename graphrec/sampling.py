@@ -5,6 +5,11 @@ Rejection sampling against the sorted keys ``user * num_items + item`` of the po
 uniformly, test membership with one ``searchsorted``, redraw only the rejected entries. Each
 round is vectorized; the expected number of rounds is small unless a user has interacted with
 nearly every item (a user with every item is an error: there is nothing to sample).
+
+Shared pools (one set of negatives for a whole batch, as in-batch and mixed negatives use) are
+checked the other way round: :meth:`NegativeSampler.hits` walks the batch users' positives
+once and marks the pool columns they hold, ``O(their positives + pool)`` instead of a search
+per (user, pool item) pair.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class NegativeSampler:
         self.num_items = int(num_items)
         user = torch.repeat_interleave(torch.arange(counts.numel(), device=ptr.device), counts)
         self.keys = torch.sort(user * self.num_items + items)[0]  # [E] sorted positive keys
+        self.ptr = ptr  # user u's positives are keys[ptr[u]:ptr[u + 1]] (keys sort by user)
         self.cdf: Tensor | None = None
         if weights is not None:
             weights = weights.double()
@@ -61,8 +67,10 @@ class NegativeSampler:
             return torch.full(items.shape, -math.log(self.num_items), device=items.device)
         return self.probs.log().to(items.device)[items].float()
 
-    def _draw(self, shape: tuple[int, ...], generator: torch.Generator | None,
-              device: torch.device) -> Tensor:
+    def draw(self, shape: tuple[int, ...], generator: torch.Generator | None = None,
+             device: torch.device | str = "cpu") -> Tensor:
+        """Items drawn from the sampling distribution (uniform or by weight), positives not
+        rejected: a shared pool, whose positives :meth:`hits` marks per user."""
         if self.cdf is None:
             return torch.randint(self.num_items, shape, generator=generator, device=device)
         u = torch.rand(shape, generator=generator, dtype=torch.float64, device=device)
@@ -75,17 +83,37 @@ class NegativeSampler:
         idx = torch.searchsorted(self.keys, key).clamp(max=max(self.keys.numel() - 1, 0))
         return self.keys[idx] == key if self.keys.numel() else torch.zeros_like(key, dtype=torch.bool)
 
+    def hits(self, users: Tensor, pool: Tensor) -> Tensor:
+        """``[N, M]``: whether ``pool[j]`` is a training positive of ``users[i]``; equal to
+        ``is_positive`` on every pair, computed from each distinct user's positives once."""
+        uq, inv = torch.unique(users, return_inverse=True)
+        pq, pool_inv = torch.unique(pool, return_inverse=True)
+        column = torch.full((self.num_items,), -1, dtype=torch.long, device=pool.device)
+        column[pq] = torch.arange(pq.numel(), device=pool.device)
+        start, counts = self.ptr[uq], self.ptr[uq + 1] - self.ptr[uq]
+        total = int(counts.sum())
+        row = torch.repeat_interleave(torch.arange(uq.numel(), device=users.device), counts,
+                                      output_size=total)
+        first = torch.zeros_like(counts)
+        first[1:] = counts.cumsum(0)[:-1]
+        entry = start[row] + torch.arange(total, device=users.device) - first[row]
+        col = column[self.keys[entry] % self.num_items]
+        held = torch.zeros(uq.numel(), pq.numel(), dtype=torch.bool, device=users.device)
+        keep = col >= 0
+        held[row[keep], col[keep]] = True
+        return held[inv][:, pool_inv]
+
     def sample(self, users: Tensor, num_negatives: int = 1,
                generator: torch.Generator | None = None) -> Tensor:
         """``[N, num_negatives]`` items drawn uniformly among those ``users [N]`` have not seen."""
         if num_negatives < 1:
             raise GraphrecError(f"num_negatives must be at least 1, got {num_negatives}")
         users = users.unsqueeze(1).expand(-1, num_negatives)  # [N, M]
-        out = self._draw(tuple(users.shape), generator, users.device)
+        out = self.draw(tuple(users.shape), generator, users.device)
         bad = self.is_positive(users, out)
         rounds = 0
         while bad.any():  # rounds, not interactions: each redraws all rejected entries at once
-            out[bad] = self._draw((int(bad.sum()),), generator, users.device)
+            out[bad] = self.draw((int(bad.sum()),), generator, users.device)
             bad = self.is_positive(users, out)
             rounds += 1
             if rounds == 1000 and self.cdf is not None:

@@ -173,3 +173,23 @@ def test_lightgcn_with_popularity_negatives_beats_popularity(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     pop = json.loads((out / "pop_metrics.json").read_text())
     assert metrics["ndcg@20"] > 2 * pop["ndcg@20"], (metrics["ndcg@20"], pop["ndcg@20"])
+
+
+@pytest.mark.parametrize("loss,function", [("bpr", losses.bpr), ("softmax", losses.sampled_softmax)])
+def test_lightgcn_on_a_shared_pool_scores_each_row_against_the_pool_minus_its_hits(
+        loss, function, tiny_graph):
+    from graphrec.batches import make_batches
+
+    model = build_model("lightgcn", 4, 6, model_config("lightgcn", {"loss": loss, "l2": 0.0,
+                                                                    "negatives": "mixed"}))
+    model.fit(tiny_graph)
+    batch = make_batches(model.batch_spec(), tiny_graph, 3).batch(
+        torch.arange(8), torch.Generator().manual_seed(0))
+    assert batch.negatives.shape == (11,) and batch.hits.shape == (8, 11)
+    got = model(batch)
+    with torch.no_grad():
+        pool = batch.negatives.expand(8, -1)
+        scores = model.score_candidates(batch.users, torch.cat([batch.items[:, None], pool], 1))
+    extra = {"log_q_pos": batch.log_q_pos, "log_q_neg": batch.log_q_neg} if loss == "softmax" else {}
+    want = function(scores[:, 0], scores[:, 1:], hits=batch.hits, **extra)
+    assert got.item() == pytest.approx(want.item(), rel=1e-5)

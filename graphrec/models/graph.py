@@ -123,12 +123,14 @@ class GraphModel(Recommender):
     def layer0_l2(self, users: Tensor, items: Tensor, negatives: Tensor | None = None,
                   table: Tensor | None = None) -> Tensor:
         """Squared norms of a batch's layer-0 rows, halved, per example: users, positives and
-        the negatives divided by their number per positive (LightGCN's regularizer). ``table``:
-        another table of the same rows (default: the embedding)."""
+        the negatives divided by their number per positive (LightGCN's regularizer; a shared
+        pool ``negatives [M]`` counts once per example). ``table``: another table of the same
+        rows (default: the embedding)."""
         w = self.embedding.weight if table is None else table
         reg = rows(w, users).pow(2).sum() + rows(w, items + self.num_users).pow(2).sum()
         if negatives is not None:
-            reg = reg + rows(w, negatives + self.num_users).pow(2).sum() / negatives.size(1)
+            per = users.numel() if negatives.dim() == 1 else 1
+            reg = reg + per * rows(w, negatives + self.num_users).pow(2).sum() / negatives.size(-1)
         return reg / (2 * users.numel())
 
 

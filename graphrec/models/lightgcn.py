@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from graphrec.batches import PairBatch, PairSpec
+from graphrec.batches import PairBatch, PairSpec, pair_spec
 from graphrec.errors import GraphrecError
 from graphrec.models.graph import DotProductModel, rows
 from graphrec.nn.losses import PAIR_LOSSES, pair_loss
@@ -44,7 +44,11 @@ class LightGCNConfig:
             reaches the rows a batch does not touch; it kept BARS's MF-BPR from overfitting.
         init_std: standard deviation of the normal initialization.
         negatives: ``"uniform"`` or ``"popularity"`` (in proportion to each item's training
-            degree to the power ``negatives_power``; ``softmax`` then corrects by logQ).
+            degree to the power ``negatives_power``; ``softmax`` then corrects by logQ), per
+            example; or one pool per batch shared by its examples (``"shared"``: the trainer's
+            ``num_negatives`` uniform items, ``"in-batch"``: the batch's positives,
+            ``"mixed"``: both), which makes hundreds of negatives cheap
+            (:data:`graphrec.batches.NEGATIVES`).
         negatives_power: see ``negatives``.
         propagation: the propagation backend (``symmetric``, the fastest measured; ``autograd``;
             ``edge_index``), see :mod:`graphrec.nn.propagation`.
@@ -93,34 +97,37 @@ class LightGCN(DotProductModel):
                                 "(explicit ratings: --model mf, which propagates too)")
         if cfg.l2 < 0 or cfg.table_l2 < 0:
             raise GraphrecError("lightgcn: l2 and table_l2 must be >= 0")
-        if cfg.negatives not in ("uniform", "popularity") or cfg.negatives_power < 0:
-            raise GraphrecError(f"lightgcn: negatives must be uniform or popularity and "
-                                f"negatives_power >= 0, got {cfg.negatives!r}, {cfg.negatives_power}")
+        self.spec = pair_spec(cfg.negatives, cfg.negatives_power, "lightgcn")
 
     def batch_spec(self) -> PairSpec:
-        return PairSpec(popularity=self.cfg.negatives_power if self.cfg.negatives == "popularity"
-                        else None)
+        return self.spec
 
     def forward(self, batch: PairBatch) -> Tensor:  # type: ignore[override]
         """The loss (``cfg.loss``) of a batch of (user, positive, negatives)."""
         return self.loss(batch.users, batch.items, batch.negatives, batch.log_q_pos,
-                         batch.log_q_neg)
+                         batch.log_q_neg, batch.hits)
 
     def loss(self, users: Tensor, items: Tensor, negatives: Tensor,
-             log_q_pos: Tensor | None = None, log_q_neg: Tensor | None = None) -> Tensor:
+             log_q_pos: Tensor | None = None, log_q_neg: Tensor | None = None,
+             hits: Tensor | None = None) -> Tensor:
         """``cfg.loss`` (:mod:`graphrec.nn.losses`: ``bpr``, ``bce`` or ``softmax``) over
-        ``users [N]``, positive ``items [N]`` and ``negatives [N, M]``, plus the L2 terms
-        (module docstring)."""
+        ``users [N]``, positive ``items [N]`` and ``negatives [N, M]`` (or a shared pool
+        ``[M]`` with its ``hits [N, M]``), plus the L2 terms (module docstring)."""
         if negatives is None or negatives.numel() == 0:
             raise GraphrecError(f"{self.cfg.loss} loss needs negatives (--num-negatives >= 1)")
         u_all, i_all = self.embeddings()
         u = rows(u_all, users)  # [N, F]
         pos = (u * rows(i_all, items)).sum(1, keepdim=True)  # [N, 1]
-        neg = (u.unsqueeze(1) * rows(i_all, negatives)).sum(2)  # [N, M]
+        if negatives.dim() == 1:  # a shared pool: one product, not N * M gathered rows
+            neg = u @ rows(i_all, negatives).T  # [N, M]
+            pool_items = negatives.unsqueeze(0)
+        else:
+            neg = (u.unsqueeze(1) * rows(i_all, negatives)).sum(2)  # [N, M]
+            pool_items = negatives
         if self.biases:
             pos = pos + self.pair_bias(users, items).unsqueeze(1)
-            neg = neg + self.pair_bias(users.unsqueeze(1), negatives)
-        main = pair_loss(self.cfg.loss, pos.squeeze(1), neg, log_q_pos, log_q_neg)
+            neg = neg + self.pair_bias(users.unsqueeze(1), pool_items)
+        main = pair_loss(self.cfg.loss, pos.squeeze(1), neg, log_q_pos, log_q_neg, hits)
         if self.cfg.table_l2 > 0:
             main = main + self.cfg.table_l2 / 2 * self.embedding.weight.pow(2).sum()
         if self.cfg.l2 > 0:  # skipped at zero: the negatives' gather is half a step's work

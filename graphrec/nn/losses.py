@@ -17,6 +17,11 @@ which takes cosine similarities.
   can be appended as columns: mixed negatives (Yang et al., WWW 2020).
 * :func:`ccl`: the cosine contrastive loss of SimpleX (Mao et al., CIKM 2021),
   ``(1 - pos) + w / M * sum(relu(neg - margin))``.
+
+Every loss over ``neg [N, M]`` takes an optional ``hits [N, M]`` (bool): entries that are not
+negatives (a shared pool's items that the row's user has as training positives). They are left
+out: of the means for BPR, BCE and CCL (CCL divides by each row's remaining count), of the
+softmax's denominator.
 """
 
 from __future__ import annotations
@@ -31,54 +36,66 @@ from graphrec.errors import GraphrecError
 PAIR_LOSSES = ("bpr", "bce", "softmax")
 
 
-def _check(pos: Tensor, neg: Tensor, what: str) -> None:
+def _check(pos: Tensor, neg: Tensor, what: str, hits: Tensor | None = None) -> None:
     if neg is None or neg.numel() == 0:
         raise GraphrecError(f"{what} loss needs negatives (--num-negatives must be at least 1)")
     if neg.dim() != 2 or pos.shape != neg.shape[:1]:
         raise ValueError(f"{what}: expected pos [N] and neg [N, M], got {tuple(pos.shape)} and "
                          f"{tuple(neg.shape)}")
+    if hits is not None and hits.shape != neg.shape:
+        raise ValueError(f"{what}: hits must have neg's shape {tuple(neg.shape)}")
 
 
-def bpr(pos: Tensor, neg: Tensor) -> Tensor:
+def bpr(pos: Tensor, neg: Tensor, hits: Tensor | None = None) -> Tensor:
     """Mean over the ``N * M`` (positive, negative) pairs of ``-log sigmoid(pos - neg)``."""
-    _check(pos, neg, "BPR")
-    return -F.logsigmoid(pos.unsqueeze(1) - neg).mean()
+    _check(pos, neg, "BPR", hits)
+    terms = -F.logsigmoid(pos.unsqueeze(1) - neg)
+    if hits is None:
+        return terms.mean()
+    return terms.masked_fill(hits, 0.0).sum() / (~hits).sum().clamp_min(1)
 
 
-def bce(pos: Tensor, neg: Tensor) -> Tensor:
+def bce(pos: Tensor, neg: Tensor, hits: Tensor | None = None) -> Tensor:
     """Binary cross-entropy of logits, mean over the ``N * (1 + M)`` labelled pairs."""
-    _check(pos, neg, "BCE")
-    total = F.softplus(-pos).sum() + F.softplus(neg).sum()  # -log s(x) and -log(1 - s(x))
-    return total / (pos.numel() + neg.numel())
+    _check(pos, neg, "BCE", hits)
+    neg_terms = F.softplus(neg)  # -log(1 - s(x)); the positives' is -log s(x)
+    count = pos.numel() + neg.numel()
+    if hits is not None:
+        neg_terms, count = neg_terms.masked_fill(hits, 0.0), pos.numel() + int((~hits).sum())
+    return (F.softplus(-pos).sum() + neg_terms.sum()) / count
 
 
-def sampled_softmax(pos: Tensor, neg: Tensor, temperature: float = 1.0,
-                    log_q_pos: Tensor | None = None, log_q_neg: Tensor | None = None) -> Tensor:
+def sampled_softmax(pos: Tensor, neg: Tensor, temperature: float | Tensor = 1.0,
+                    log_q_pos: Tensor | None = None, log_q_neg: Tensor | None = None,
+                    hits: Tensor | None = None) -> Tensor:
     """Mean cross-entropy of the positive (column 0) over ``[pos, neg] / temperature``, each
     logit first corrected by ``- log q`` when the sampling log-probabilities are given (``[N]``
-    and ``[N, M]``; both or neither)."""
-    _check(pos, neg, "sampled softmax")
-    if temperature <= 0:
+    and ``[N, M]``, or ``[M]`` for a shared pool; both or neither)."""
+    _check(pos, neg, "sampled softmax", hits)
+    if not isinstance(temperature, Tensor) and temperature <= 0:
         raise GraphrecError(f"temperature must be > 0, got {temperature}")
     logits = torch.cat([pos.unsqueeze(1), neg], 1) / temperature
     if (log_q_pos is None) != (log_q_neg is None):
         raise ValueError("sampled_softmax: give log_q_pos and log_q_neg together")
     if log_q_pos is not None:
-        logits = logits - torch.cat([log_q_pos.unsqueeze(1), log_q_neg], 1)
+        logits = logits - torch.cat([log_q_pos.unsqueeze(1), log_q_neg.expand_as(neg)], 1)
+    if hits is not None:
+        logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(hits, float("-inf"))], 1)
     return -torch.log_softmax(logits, 1)[:, 0].mean()
 
 
 def pair_loss(name: str, pos: Tensor, neg: Tensor, log_q_pos: Tensor | None = None,
-              log_q_neg: Tensor | None = None) -> Tensor:
+              log_q_neg: Tensor | None = None, hits: Tensor | None = None) -> Tensor:
     """The loss a pair-trained model's ``loss`` option names (:data:`PAIR_LOSSES`). The
     sampling log-probabilities, given for weighted negatives, correct ``softmax``; with uniform
-    negatives they would shift every logit by one constant, and the margin losses take none."""
+    negatives they would shift every logit by one constant, and the margin losses take none.
+    ``hits``: entries of ``neg`` that are not negatives (module docstring)."""
     if name == "bpr":
-        return bpr(pos, neg)
+        return bpr(pos, neg, hits)
     if name == "bce":
-        return bce(pos, neg)
+        return bce(pos, neg, hits)
     if name == "softmax":
-        return sampled_softmax(pos, neg, 1.0, log_q_pos, log_q_neg)
+        return sampled_softmax(pos, neg, 1.0, log_q_pos, log_q_neg, hits)
     raise GraphrecError(f"loss must be one of {PAIR_LOSSES}, got {name!r}")
 
 
@@ -108,13 +125,18 @@ def in_batch_softmax(logits: Tensor, extra: Tensor | None = None) -> Tensor:
     return -torch.log_softmax(logits, 1)[torch.arange(n), torch.arange(n)].mean()
 
 
-def ccl(pos: Tensor, neg: Tensor, margin: float = 0.9, neg_weight: float = 1.0) -> Tensor:
+def ccl(pos: Tensor, neg: Tensor, margin: float = 0.9, neg_weight: float = 1.0,
+        hits: Tensor | None = None) -> Tensor:
     """SimpleX's cosine contrastive loss over cosine similarities: mean over examples of
     ``(1 - pos) + neg_weight / M * sum_j relu(neg_j - margin)``."""
-    _check(pos, neg, "CCL")
+    _check(pos, neg, "CCL", hits)
     if not -1 <= margin <= 1:
         raise GraphrecError(f"ccl: margin must lie in [-1, 1] (a cosine), got {margin}")
-    return ((1 - pos) + neg_weight * F.relu(neg - margin).mean(1)).mean()
+    push = F.relu(neg - margin)
+    if hits is None:
+        return ((1 - pos) + neg_weight * push.mean(1)).mean()
+    per_row = push.masked_fill(hits, 0.0).sum(1) / (~hits).sum(1).clamp_min(1)
+    return ((1 - pos) + neg_weight * per_row).mean()
 
 
 __all__ = [
