@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,9 @@ class Checkpoint:
     config: dict[str, Any]
     path: Path | None = None  # the checkpoint file it was loaded from
     model_config: Any = None  # the model's config dataclass
+    #: the data's side-feature descriptions per node type: each feature's type and, for
+    #: token and multi-hot features, its vocabulary (raw value of each code)
+    features: dict[str, Any] = field(default_factory=dict)
 
 
 def item_titles(ds: Dataset) -> list[str] | None:
@@ -55,7 +58,8 @@ def checkpoint_of(model_name: str, model_cfg: Any, model: Recommender, ds: Datas
                   config: dict[str, Any]) -> Checkpoint:
     """The in-memory checkpoint of ``model`` trained on ``ds``: what a saved one loads as."""
     return Checkpoint(model_name, model, ds.users, ds.items, user_sequences(ds.graph),
-                      item_titles(ds), config, model_config=model_cfg)
+                      item_titles(ds), config, model_config=model_cfg,
+                      features=ds.meta.get("features", {}))
 
 
 def save_checkpoint(path: str | Path, model_name: str, model_cfg: Any, model: Recommender,
@@ -79,6 +83,7 @@ def write_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
         "user_ids": ids_to_saved(ckpt.users), "item_ids": ids_to_saved(ckpt.items),
         "seen_ptr": seen_ptr.cpu(), "seen_items": seen_items.cpu().clone(),
         "titles": ckpt.titles, "config": json.dumps(ckpt.config),
+        "features": json.dumps(ckpt.features),
     })
 
 
@@ -97,7 +102,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
     return Checkpoint(blob["model"], model.to(device), ids_from_saved(blob["user_ids"]),
                       ids_from_saved(blob["item_ids"]),
                       (blob["seen_ptr"], blob["seen_items"]), blob["titles"],
-                      json.loads(blob["config"]), path, cfg)
+                      json.loads(blob["config"]), path, cfg,
+                      json.loads(blob.get("features", "{}")))
 
 
 __all__ = ["Checkpoint", "CHECKPOINT_NAME", "checkpoint_of", "save_checkpoint", "write_checkpoint",

@@ -20,7 +20,7 @@ from graphrec.models import REGISTRY, build_model
 from graphrec.split import SplitConfig, split
 from graphrec.trainer import HISTORY_NAME, TrainConfig, build_optimizer, train_model
 
-RESUMABLE = [name for name in ("lightgcn", "mf", "ncf", "sasrec", "bert4rec") if name in REGISTRY]
+RESUMABLE = [name for name in ("lightgcn", "mf", "ncf", "sasrec", "bert4rec", "two-tower") if name in REGISTRY]
 SEQUENTIAL = ("sasrec", "bert4rec")  # trained on leave-one-out, as they are meant to be
 
 

@@ -16,6 +16,7 @@ from graphrec.models.ncf import NCF, MLPRating, MLPRatingConfig, NCFConfig
 from graphrec.models.pop import PopConfig, Popularity
 from graphrec.models.random import RandomConfig, RandomRecommender
 from graphrec.models.sasrec import SASRec, SASRecConfig
+from graphrec.models.two_tower import TwoTower, TwoTowerConfig
 from graphrec.options import checked
 
 REGISTRY: dict[str, tuple[type[Recommender], type]] = {
@@ -29,6 +30,7 @@ REGISTRY: dict[str, tuple[type[Recommender], type]] = {
     "mlp-rating": (MLPRating, MLPRatingConfig),
     "sasrec": (SASRec, SASRecConfig),
     "bert4rec": (BERT4Rec, BERT4RecConfig),
+    "two-tower": (TwoTower, TwoTowerConfig),
 }
 ALIASES = MODEL_ALIASES
 assert tuple(REGISTRY) == MODEL_NAMES, "graphrec.names.MODEL_NAMES lists the registry"
