@@ -22,9 +22,10 @@ standardized with the training mean and spread. ``features`` names what the towe
 their layout in its state, so a weights-only load rebuilds the towers. Text attributes (lists
 of strings) are not read: a text embedding stored as a ``float_vec`` attribute is.
 
-Losses (:mod:`graphrec.nn.losses`): ``ccl`` (SimpleX's cosine contrastive loss, the default),
-``softmax`` (InfoNCE over the logits, with the logQ correction of whatever sampled the
-negatives), ``bpr`` and ``bce`` over the logits. Negatives (:data:`graphrec.batches.NEGATIVES`):
+Losses (:mod:`graphrec.nn.losses`): ``softmax`` (InfoNCE over the logits, with the logQ
+correction of whatever sampled the negatives; the default), ``ccl`` (SimpleX's cosine
+contrastive loss), ``bpr`` and ``bce`` over the logits. Negatives
+(:data:`graphrec.batches.NEGATIVES`):
 per example, or a pool shared by the batch (``shared``, the default; ``in-batch``; ``mixed``),
 whose items that are positives of a row's user are left out of that row's loss.
 
@@ -93,17 +94,18 @@ class TwoTowerConfig:
     history_weight: float = 0.5
     num_layers: int = 0
     propagation: str = "symmetric"
-    loss: str = "ccl"
+    loss: str = "softmax"
     negatives: str = "shared"
     negatives_power: float = 0.75
-    margin: float = 0.8
-    neg_weight: float = 100.0
+    margin: float = 0.5
+    neg_weight: float = 150.0
     temperature: float = 0.1
     learn_temperature: bool = False
     init_std: float = 0.1
 
     #: training defaults of ``two-tower`` (TrainConfig fields)
-    train_defaults: ClassVar[dict[str, Any]] = {"num_negatives": 512, "batch_size": 1024}
+    train_defaults: ClassVar[dict[str, Any]] = {"lr": 5e-3, "num_negatives": 512,
+                                                 "batch_size": 1024}
 
     def __post_init__(self) -> None:
         self.layers = tuple(int(n) for n in self.layers)
