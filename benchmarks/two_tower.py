@@ -74,10 +74,18 @@ def cold_parts(parts: Any, seed: int = 0) -> Any:
     keep = ~cold[user] | (rank < COLD_KEEP)
     new_valid = None
     if valid is not None:
-        new_valid = edge_subgraph(valid, ~cold[valid[EDGE].edge_index[0]])
-    new_test = edge_subgraph(test, cold[test[EDGE].edge_index[0]])
+        new_valid = _subset(valid, ~cold[valid.user])
+    new_test = _subset(test, cold[test.user])
     return Parts(parts.data, Split(edge_subgraph(train, keep), new_test, valid=new_valid),
                  parts.config), int(cold.sum())
+
+
+def _subset(part: Any, mask: Any) -> Any:
+    """The interactions of ``part`` (a :class:`graphrec.split.Interactions`) where ``mask``."""
+    from graphrec.split import Interactions
+
+    return Interactions(part.user[mask], part.item[mask],
+                        None if part.rating is None else part.rating[mask])
 
 
 def accuracy(args: argparse.Namespace) -> int:
