@@ -135,3 +135,19 @@ def test_ann_quick(tmp_path):
     # more IVF lists probed: never a worse recall
     assert rows[("ivf", 32, None)]["recall@100"] >= rows[("ivf", 8, None)]["recall@100"]
     assert (tmp_path / "ann.md").read_text().startswith("# ANN benchmark")
+
+
+def test_serve_load_quick(tmp_path):
+    import pytest
+
+    for module in ("fastapi", "uvicorn", "httpx"):
+        pytest.importorskip(module, reason="the HTTP server needs pip install 'graphrec[serve]'")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "serve_load.py"), "--quick",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    (rec,) = [json.loads(line) for line in (tmp_path / "serve_load.jsonl").read_text().splitlines()]
+    assert rec["settings"]["requests"] == 200 and rec["unknown_requests"] > 0
+    assert rec["non_200"] == 0 and rec["wrong_answers"] == 0  # fallback marked exactly right
+    assert 0 < rec["latency_ms"]["p50"] <= rec["latency_ms"]["p99"] and rec["throughput_rps"] > 0
+    assert rec["rss_mib"]["start"] > 0 and rec["rss_mib"]["end"] > 0
+    assert (tmp_path / "serve_load.md").read_text().startswith("# HTTP serving load")

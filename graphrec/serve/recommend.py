@@ -27,7 +27,8 @@ INDEXES = INDEX_KINDS + ("faiss",)
 @torch.no_grad()
 def recommend(ckpt: Checkpoint, users: torch.Tensor, k: int = 10, include_seen: bool = False,
               batch: int = 1024, index: str = "exact", index_config: IndexConfig | None = None,
-              index_dir: str | Path | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              index_dir: str | Path | None = None, scorer: object | None = None,
+              item_index: object | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Top ``k`` item indices and scores for dense ``users``: ``([B, k], [B, k])``.
 
     Sequence models score from the user's every known interaction, in time order (the
@@ -46,6 +47,10 @@ def recommend(ckpt: Checkpoint, users: torch.Tensor, k: int = 10, include_seen: 
             retrievers fall back to exact scoring with a warning).
         index_config: the index settings (default: :class:`IndexConfig` of ``index``).
         index_dir: where the index is saved and looked for (default: none, built in memory).
+        scorer: the model's ``scorer()``, when the caller holds one across calls (a server:
+            the graph family's scorer propagates over the whole graph).
+        item_index: a built index of that scorer's item vectors, held the same way (then
+            ``index`` names its kind).
     """
     if k < 1:
         raise GraphrecError(f"-k: must be at least 1, got {k}")
@@ -56,9 +61,8 @@ def recommend(ckpt: Checkpoint, users: torch.Tensor, k: int = 10, include_seen: 
     empty = (torch.zeros(model.num_users + 1, dtype=torch.long), torch.zeros(0, dtype=torch.long))
     exclude = empty if include_seen else ckpt.seen
     device = device_of(model)
-    scorer = model.scorer()
-    item_index = None
-    if index != "exact":
+    scorer = model.scorer() if scorer is None else scorer
+    if index != "exact" and item_index is None:
         if isinstance(scorer, Retriever):
             cfg = index_config or IndexConfig(kind=index)
             if cfg.kind != index:
