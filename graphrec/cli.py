@@ -25,6 +25,8 @@ COMMANDS = {
     "train": ("graphrec.train", "train and evaluate a model, writing a run folder"),
     "convert": ("graphrec.convert", "read raw interactions once into a graph file (.pt)"),
     "recommend": ("graphrec.recommend", "top-k items for users of a trained run"),
+    "pipeline": ("graphrec.pipeline", "fit, evaluate and run a retrieval -> ranking -> re-ranking pipeline"),
+    "serve": ("graphrec.serve.__main__", "serve a trained run over HTTP (needs graphrec[serve])"),
 }
 
 

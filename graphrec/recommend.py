@@ -29,7 +29,10 @@ def parser(prog: str = "python -m graphrec.recommend") -> argparse.ArgumentParse
     """The command's arguments (no heavy imports: the model loads in :func:`main`)."""
     p = Parser(prog=prog,
                                 description="Recommend items for users of a trained run.")
-    p.add_argument("--run", required=True, help="run folder written by graphrec.train (or its model.pt)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--run", help="run folder written by graphrec.train (or its model.pt)")
+    what.add_argument("--pipeline", metavar="PIPELINE.toml",
+                      help="a pipeline file (graphrec.pipeline): retrieval, ranking, re-ranking")
     p.add_argument("--user", action="append", default=[], metavar="RAW_ID",
                    help="a user's raw id (repeatable)")
     p.add_argument("--users-file", help="a file with one raw user id per line (batch mode)")
@@ -67,6 +70,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m graphrec.recommen
         raise GraphrecError("give at least one --user or a --users-file")
     import torch
 
+    if args.pipeline:
+        return _pipeline(args, raw_users)
     from graphrec.checkpoint import load_checkpoint
     from graphrec.serve.index import parse_index_options
     from graphrec.serve.recommend import recommend
@@ -97,6 +102,43 @@ def main(argv: list[str] | None = None, prog: str = "python -m graphrec.recommen
     if not args.json:
         header = ["user", "rank", "item", "score"] + (["title"] if ckpt.titles else [])
         print(format_table(rows, header))
+    return 0
+
+
+def _pipeline(args: argparse.Namespace, raw_users: list[str]) -> int:
+    """``--pipeline``: every stage for the users, all their known interactions excluded."""
+    import torch
+
+    from graphrec.serve.pipeline import Pipeline, read_config
+
+    if args.include_seen or args.index != "exact" or args.index_set:
+        raise GraphrecError("--pipeline: --include-seen, --index and --index-set are for --run")
+    cfg = read_config(args.pipeline)
+    if args.k > cfg.n:
+        raise GraphrecError(f"-k: {args.k} is more than the pipeline's n = {cfg.n} candidates")
+    pipe = Pipeline(cfg, progress=False)
+    if cfg.ranker is not None and pipe.ranker is None:
+        raise GraphrecError(f"{cfg.where('ranker.run')}: no fitted ranker in {cfg.ranker.run}; "
+                            "run python -m graphrec.pipeline --config FILE --fit first")
+    try:
+        dense = pipe.ds.users.to_index(raw_users, "user")
+    except GraphrecError as e:
+        raise GraphrecError(f"--user: {e} (not in the pipeline's data)") from None
+    pipe.for_serving()
+    items, scores = pipe.recommend(torch.as_tensor(dense), args.k)
+    titles = pipe.titles
+    rows = []
+    for raw, its, scs in zip(raw_users, items.tolist(), scores.tolist()):
+        recs = [(rank + 1, pipe.ds.items.raw[i], s, titles[i] if titles else None)
+                for rank, (i, s) in enumerate(zip(its, scs)) if i >= 0]
+        if args.json:
+            print(json.dumps({"user": raw, "items": [
+                {"item": _plain(i), "score": s, **({"title": t} if t is not None else {})}
+                for _, i, s, t in recs]}))
+        else:
+            rows += [[raw, r, i, f"{s:.4f}"] + ([t] if titles else []) for r, i, s, t in recs]
+    if not args.json:
+        print(format_table(rows, ["user", "rank", "item", "score"] + (["title"] if titles else [])))
     return 0
 
 

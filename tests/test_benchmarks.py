@@ -151,3 +151,13 @@ def test_serve_load_quick(tmp_path):
     assert 0 < rec["latency_ms"]["p50"] <= rec["latency_ms"]["p99"] and rec["throughput_rps"] > 0
     assert rec["rss_mib"]["start"] > 0 and rec["rss_mib"]["end"] > 0
     assert (tmp_path / "serve_load.md").read_text().startswith("# HTTP serving load")
+
+
+def test_pipeline_quick(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pipeline.py"), "--quick",
+                           "--work", str(tmp_path / "work"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(line) for line in (tmp_path / "pipeline_synthetic.jsonl").read_text().splitlines()]
+    assert any(r.get("what", "").startswith("pipeline") for r in records)
+    assert {r["method"] for r in records if "method" in r} == {"mmr", "dpp"}
