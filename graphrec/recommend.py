@@ -16,10 +16,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from graphrec.cli import Parser, add_index_set_argument, format_table, run
 from graphrec.errors import GraphrecError
 from graphrec.names import INDEX_KINDS
+
+if TYPE_CHECKING:
+    import torch
 
 #: ``--index``: ``faiss`` is the earlier name of ``flat``
 INDEXES = INDEX_KINDS + ("faiss",)
@@ -89,20 +93,26 @@ def main(argv: list[str] | None = None, prog: str = "python -m graphrec.recommen
     items, scores = recommend(ckpt, torch.as_tensor(dense), args.k, args.include_seen,
                               index=kind, index_config=cfg,
                               index_dir=ckpt.path.parent if ckpt.path else None)
+    _print(raw_users, items, scores, ckpt.items.raw, ckpt.titles, args.json)
+    return 0
+
+
+def _print(raw_users: list[str], items: "torch.Tensor", scores: "torch.Tensor", item_ids: Any,
+           titles: list[str] | None, as_json: bool) -> None:
+    """The users' lists as a table, or one JSON object per user (``-1`` slots left out)."""
     rows = []
     for raw, its, scs in zip(raw_users, items.tolist(), scores.tolist()):
-        recs = [(rank + 1, ckpt.items.raw[i], s, ckpt.titles[i] if ckpt.titles else None)
+        recs = [(rank + 1, item_ids[i], s, titles[i] if titles else None)
                 for rank, (i, s) in enumerate(zip(its, scs)) if i >= 0]
-        if args.json:
+        if as_json:
             print(json.dumps({"user": raw, "items": [
                 {"item": _plain(i), "score": s, **({"title": t} if t is not None else {})}
                 for _, i, s, t in recs]}))
         else:
-            rows += [[raw, r, i, f"{s:.4f}"] + ([t] if ckpt.titles else []) for r, i, s, t in recs]
-    if not args.json:
-        header = ["user", "rank", "item", "score"] + (["title"] if ckpt.titles else [])
+            rows += [[raw, r, i, f"{s:.4f}"] + ([t] if titles else []) for r, i, s, t in recs]
+    if not as_json:
+        header = ["user", "rank", "item", "score"] + (["title"] if titles else [])
         print(format_table(rows, header))
-    return 0
 
 
 def _pipeline(args: argparse.Namespace, raw_users: list[str]) -> int:
@@ -126,19 +136,7 @@ def _pipeline(args: argparse.Namespace, raw_users: list[str]) -> int:
         raise GraphrecError(f"--user: {e} (not in the pipeline's data)") from None
     pipe.for_serving()
     items, scores = pipe.recommend(torch.as_tensor(dense), args.k)
-    titles = pipe.titles
-    rows = []
-    for raw, its, scs in zip(raw_users, items.tolist(), scores.tolist()):
-        recs = [(rank + 1, pipe.ds.items.raw[i], s, titles[i] if titles else None)
-                for rank, (i, s) in enumerate(zip(its, scs)) if i >= 0]
-        if args.json:
-            print(json.dumps({"user": raw, "items": [
-                {"item": _plain(i), "score": s, **({"title": t} if t is not None else {})}
-                for _, i, s, t in recs]}))
-        else:
-            rows += [[raw, r, i, f"{s:.4f}"] + ([t] if titles else []) for r, i, s, t in recs]
-    if not args.json:
-        print(format_table(rows, ["user", "rank", "item", "score"] + (["title"] if titles else [])))
+    _print(raw_users, items, scores, pipe.ds.items.raw, pipe.titles, args.json)
     return 0
 
 

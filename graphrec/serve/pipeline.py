@@ -612,31 +612,48 @@ class Pipeline:
             order = torch.argsort(scores, dim=1, descending=True, stable=True)
             ranked = cand.items.gather(1, order)
             ranked_scores = scores.gather(1, order)
-            depth = self.cfg.rerank.depth or ranked.size(1)
-            pos = self.rerank(ranked_scores[:, :depth], ranked[:, :depth], k)
-            final = ranked.gather(1, pos.clamp(min=0)).masked_fill(pos < 0, -1)
-            final_scores = ranked_scores.gather(1, pos.clamp(min=0)).masked_fill(pos < 0, float("-inf"))
+            final, final_scores = self.finalize(ranked, ranked_scores, k)
             for key, v in (("candidates", cand.items), ("ranked", ranked), ("ranked_scores", ranked_scores),
                            ("final", final), ("final_scores", final_scores)):
                 out[key].append(v)
         return {key: torch.cat(v) for key, v in out.items()}
 
-    def evaluate(self, ks: tuple[int, ...] | None = None) -> dict[str, Any]:
+    def finalize(self, ranked: Tensor, ranked_scores: Tensor, k: int,
+                 batch: int = 256) -> tuple[Tensor, Tensor]:
+        """Stage 3 over ranked lists ``[B, N]``: the final items and scores ``[B, k]``."""
+        depth = self.cfg.rerank.depth or ranked.size(1)
+        finals, scores = [], []
+        for s in range(0, ranked.size(0), batch):
+            r, rs = ranked[s:s + batch, :depth], ranked_scores[s:s + batch, :depth]
+            pos = self.rerank(rs, r, k)
+            finals.append(r.gather(1, pos.clamp(min=0)).masked_fill(pos < 0, -1))
+            scores.append(rs.gather(1, pos.clamp(min=0)).masked_fill(pos < 0, float("-inf")))
+        return torch.cat(finals), torch.cat(scores)
+
+    def evaluate(self, cache: dict[str, Any] | None = None) -> dict[str, Any]:
         """Stage-by-stage metrics on the test part: candidate Recall@N of the fused list and of
         each retriever alone, Recall/NDCG@K of the ranked list and of the final one, and the
-        final lists' beyond-accuracy metrics."""
+        final lists' beyond-accuracy metrics.
+
+        ``cache``: a dict kept by the caller; stages 1 and 2 are computed into it once, so
+        that evaluating other re-rankers (``self.cfg.rerank``) redoes stage 3 only."""
         from graphrec.evaluation import beyond
 
         test = self.parts.test
         users = torch.unique(test.user)
         k = self.cfg.k
-        res = self.run(users)
+        cache = {} if cache is None else cache
+        if "res" not in cache:
+            cache["res"] = self.run(users)
+            cache["alone"] = [self._alone(i, users) for i in range(len(self.runs))]
+        res = dict(cache["res"])
+        res["final"], res["final_scores"] = self.finalize(res["ranked"], res["ranked_scores"], k)
         num_items = self.ds.num_items
         out: dict[str, Any] = {"users": int(users.numel()), "n": self.cfg.n, "k": k}
         out[f"candidates.recall@{self.cfg.n}"] = float(_candidate_recall(
             _labels(res["candidates"], users, test, num_items), users, test, self.ds.num_users))
         for i, ckpt in enumerate(self.runs):
-            alone = self._alone(i, users)
+            alone = cache["alone"][i]
             out[f"retriever{i}.{ckpt.model_name}.recall@{self.cfg.n}"] = float(_candidate_recall(
                 _labels(alone, users, test, num_items), users, test, self.ds.num_users))
         for stage, key in (("ranked", "ranked"), ("final", "final")):
