@@ -116,11 +116,10 @@ def accuracy(args: argparse.Namespace, data: str | None, name: str, retrievers: 
     print(json.dumps(records[-1]), flush=True)
     gain = records[-1]["ndcg@20"] / best["ndcg@20"] - 1
     sweep = []
-    sim = "genres" if any(v.dim() == 2 for v in _item_mats(pipe)) else "cooccurrence"
+    sim = "genres" if pipe.genres() is not None else "cooccurrence"
     for method, lams in (QUICK_LAMBDAS if args.quick else LAMBDAS).items():
         for lam in lams:
             pipe.cfg.rerank = RerankSpec(method=method, lam=lam, similarity=sim)
-            pipe._sim = None
             r = pipe.evaluate(cache)
             sweep.append({"method": method, "lam": lam, "ndcg@20": r["final.ndcg@20"],
                           "recall@20": r["final.recall@20"], "diversity": r.get("final.diversity"),
@@ -161,13 +160,6 @@ def accuracy(args: argparse.Namespace, data: str | None, name: str, retrievers: 
         _plot(sweep, out / f"{stem}.png", name)
     print("\n".join(lines))
     return 0
-
-
-def _item_mats(pipe: Any) -> list[Any]:
-    import torch
-
-    return [v for k, v in pipe.ds.graph["item"].items()
-            if isinstance(v, torch.Tensor) and v.is_floating_point()]
 
 
 def _plot(sweep: list[dict[str, Any]], path: Path, name: str) -> None:

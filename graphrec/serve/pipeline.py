@@ -40,6 +40,7 @@ from graphrec.batches import History
 from graphrec.checkpoint import CHECKPOINT_NAME, Checkpoint, load_checkpoint
 from graphrec.data.graph import Dataset, edge_subgraph, user_sequences
 from graphrec.errors import GraphrecError
+from graphrec.options import checked
 from graphrec.evaluation.metrics import METRIC_FUNCTIONS
 from graphrec.schema import EDGE, ITEM, PART_TRAIN, PART_VALID, TIME
 from graphrec.serve.candidates import Candidates, retrieve
@@ -138,19 +139,7 @@ def _table(where: str, values: Any, cls: type, skip: tuple[str, ...] = ()) -> di
     for key in values:
         if key not in known:
             raise GraphrecError(f"{where}.{key}: unknown key; known keys are {', '.join(sorted(known))}")
-    out = {}
-    for f in dataclasses.fields(cls):
-        if f.name in values:
-            v = values[f.name]
-            want = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-            if "int" in want and "float" not in want and not isinstance(v, int):
-                raise GraphrecError(f"{where}.{f.name}: expected an integer, got {v!r}")
-            if want == "float" and not isinstance(v, (int, float)):
-                raise GraphrecError(f"{where}.{f.name}: expected a number, got {v!r}")
-            if want == "str" and not isinstance(v, str):
-                raise GraphrecError(f"{where}.{f.name}: expected a string, got {v!r}")
-            out[f.name] = v
-    return out
+    return checked(cls, values, f"{where}.")  # the one type check of config values
 
 
 def parse_config(values: dict[str, Any], path: Path | None = None) -> PipelineConfig:
@@ -360,6 +349,7 @@ class Pipeline:
         self.ranker = None
         self.ranker_meta: dict[str, Any] | None = None
         self._features: FeatureBuilder | None = None
+        self._sim: dict[str, Tensor] = {}
         if load_ranker and cfg.ranker is not None and (Path(cfg.ranker.run) / RANKER_WEIGHTS).exists():
             self.load_ranker()
 
@@ -536,10 +526,11 @@ class Pipeline:
     # ---- stage 3 -----------------------------------------------------------------------------
 
     def similarity_vectors(self) -> Tensor:
-        """``[num_items, F]`` unit vectors whose cosines are the re-ranker's item similarity."""
-        if getattr(self, "_sim", None) is not None:
-            return self._sim
+        """``[num_items, F]`` unit vectors whose cosines are the re-ranker's item similarity
+        (``rerank.similarity``), built once per kind."""
         kind = self.cfg.rerank.similarity
+        if kind in self._sim:
+            return self._sim[kind]
         if kind == "vectors":
             model = self.runs[0].model
             if not hasattr(model, "item_vectors"):
@@ -549,12 +540,10 @@ class Pipeline:
             with torch.no_grad():
                 vec = model.item_vectors().float()
         elif kind == "genres":
-            mats = [v for k, v in self.ds.graph[ITEM].items()
-                    if isinstance(v, Tensor) and v.dim() == 2 and v.is_floating_point()]
-            if not mats:
+            vec = self.genres()
+            if vec is None:
                 raise GraphrecError(f"{self.cfg.where('rerank.similarity')}: 'genres' needs a "
                                     "multi-hot item feature; the data has none")
-            vec = mats[0].float()
         else:
             import scipy.sparse as sp
 
@@ -562,8 +551,15 @@ class Pipeline:
             R = sp.csr_matrix((np.ones(items.numel(), dtype=np.float32), items.numpy(), ptr.numpy()),
                               shape=(self.ds.num_users, self.ds.num_items))
             vec = torch.from_numpy(np.asarray(R.T.todense(), dtype=np.float32))
-        self._sim = torch.nn.functional.normalize(vec, dim=1)
-        return self._sim
+        self._sim[kind] = torch.nn.functional.normalize(vec, dim=1)
+        return self._sim[kind]
+
+    def genres(self) -> Tensor | None:
+        """The items' first multi-hot (float matrix) feature, or ``None``."""
+        for value in self.ds.graph[ITEM].values():
+            if isinstance(value, Tensor) and value.dim() == 2 and value.is_floating_point():
+                return value.float()
+        return None
 
     def rerank(self, scores: Tensor, items: Tensor, k: int) -> Tensor:
         """Positions ``[B, k]`` into ``items [B, M]`` chosen by the re-ranker (-1 pads)."""
@@ -674,10 +670,9 @@ class Pipeline:
     def _diversity_vectors(self) -> Tensor | None:
         """Item vectors for intra-list diversity: the multi-hot genres where the data has them,
         else the re-ranker's similarity vectors."""
-        mats = [v for k, v in self.ds.graph[ITEM].items()
-                if isinstance(v, Tensor) and v.dim() == 2 and v.is_floating_point()]
-        if mats:
-            return mats[0].float()
+        genres = self.genres()
+        if genres is not None:
+            return genres
         try:
             return self.similarity_vectors()
         except GraphrecError:
