@@ -14,6 +14,7 @@ model.recommend("196", k=10)                    # raw ids in and out
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,14 +123,49 @@ class Model:
 
         Returns the raw item ids, best first (``[(item, score), ...]`` with ``scores``); for a
         sequence of users, one such list per user. ``filter_seen`` drops the items the user has
-        interacted with anywhere in the data.
+        interacted with anywhere in the data. A user the data does not know gets the onboarding
+        list (popular items, diversified; see :meth:`recommend_new` for a new user's items).
         """
-        from graphrec.serve.recommend import recommend
+        from graphrec.serve.recommend import onboarding, recommend
 
         single = isinstance(users, (str, int)) or not isinstance(users, Sequence)
         raw = [users] if single else list(users)
-        dense = torch.as_tensor(self.checkpoint.users.to_index(raw, "user"))
-        items, values = recommend(self.checkpoint, dense, k, include_seen=not filter_seen)
+        dense = torch.as_tensor(self.checkpoint.users.lookup(raw))
+        known = dense >= 0
+        items = torch.full((len(raw), k), -1, dtype=torch.long)
+        values = torch.full((len(raw), k), float("-inf"))
+        if known.any():  # (fewer than k columns when the data has fewer items)
+            got, vals = recommend(self.checkpoint, dense[known], k, include_seen=not filter_seen)
+            items[known, :got.size(1)], values[known, :got.size(1)] = got, vals
+        if not known.all():
+            top, counts = onboarding(self.checkpoint, k)
+            items[~known, :top.numel()], values[~known, :top.numel()] = top, counts
+        return self._raw(items, values, scores, single)
+
+    def recommend_new(self, items: Sequence[Any], k: int = 10, fold_in: str = "mean",
+                      scores: bool = False) -> list:
+        """Top ``k`` raw item ids for a user the model was not trained on, from the raw ids of
+        the items they gave (unknown ones dropped with a warning; an error if none is known;
+        none at all: the onboarding list). ``fold_in``: ``mean`` or ``ls`` for embedding
+        models (:mod:`graphrec.models.coldstart`)."""
+        from graphrec.batches import History
+        from graphrec.serve.recommend import recommend_new
+
+        raw = [str(i) for i in items]
+        index = self.checkpoint.items.lookup(raw) if raw else []
+        unknown = [r for r, i in zip(raw, index) if i < 0]
+        if unknown:
+            warnings.warn(f"recommend_new: dropped {', '.join(map(repr, unknown))}: not in the "
+                          "model's data", stacklevel=2)
+            if len(unknown) == len(raw):
+                raise GraphrecError(f"recommend_new: none of the {len(raw)} items is in the "
+                                    "model's data")
+        top, values = recommend_new(self.checkpoint, History.from_lists([[int(i) for i in index
+                                                                           if i >= 0]]),
+                                    k, fold_in)
+        return self._raw(top, values, scores, True)
+
+    def _raw(self, items: torch.Tensor, values: torch.Tensor, scores: bool, single: bool) -> list:
         names = self.checkpoint.items.raw
         out = []
         for row, vals in zip(items.tolist(), values.tolist()):

@@ -42,6 +42,9 @@ class Checkpoint:
     #: the data's side-feature descriptions per node type: each feature's type and, for
     #: token and multi-hot features, its vocabulary (raw value of each code)
     features: dict[str, Any] = field(default_factory=dict)
+    #: ``[num_items, F]`` content the onboarding list diversifies by (the items' genres, else
+    #: their text embeddings), or ``None``
+    item_content: torch.Tensor | None = None
 
 
 def item_titles(ds: Dataset) -> list[str] | None:
@@ -54,12 +57,24 @@ def item_titles(ds: Dataset) -> list[str] | None:
     return [str(t) for t in ds.graph["item"][named[0]]]
 
 
+def item_content(ds: Dataset) -> torch.Tensor | None:
+    """The items' first multi-hot feature (genres), else their ``text_emb`` (float16), else
+    ``None``: what a new user's onboarding list is diversified by."""
+    store = ds.graph["item"]
+    for name, info in ds.meta.get("features", {}).get("item", {}).items():
+        if isinstance(info, dict) and info.get("type") == "multi_hot" and name in store:
+            return store[name].float()
+    if "text_emb" in store:
+        return store["text_emb"].half()
+    return None
+
+
 def checkpoint_of(model_name: str, model_cfg: Any, model: Recommender, ds: Dataset,
                   config: dict[str, Any]) -> Checkpoint:
     """The in-memory checkpoint of ``model`` trained on ``ds``: what a saved one loads as."""
     return Checkpoint(model_name, model, ds.users, ds.items, user_sequences(ds.graph),
                       item_titles(ds), config, model_config=model_cfg,
-                      features=ds.meta.get("features", {}))
+                      features=ds.meta.get("features", {}), item_content=item_content(ds))
 
 
 def save_checkpoint(path: str | Path, model_name: str, model_cfg: Any, model: Recommender,
@@ -84,6 +99,7 @@ def write_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
         "seen_ptr": seen_ptr.cpu(), "seen_items": seen_items.cpu().clone(),
         "titles": ckpt.titles, "config": json.dumps(ckpt.config),
         "features": json.dumps(ckpt.features),
+        "item_content": None if ckpt.item_content is None else ckpt.item_content.cpu(),
     })
 
 
@@ -103,8 +119,8 @@ def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> Che
                       ids_from_saved(blob["item_ids"]),
                       (blob["seen_ptr"], blob["seen_items"]), blob["titles"],
                       json.loads(blob["config"]), path, cfg,
-                      json.loads(blob.get("features", "{}")))
+                      json.loads(blob.get("features", "{}")), blob.get("item_content"))
 
 
 __all__ = ["Checkpoint", "CHECKPOINT_NAME", "checkpoint_of", "save_checkpoint", "write_checkpoint",
-           "load_checkpoint", "item_titles"]
+           "load_checkpoint", "item_titles", "item_content"]

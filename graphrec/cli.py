@@ -27,6 +27,7 @@ COMMANDS = {
     "recommend": ("graphrec.recommend", "top-k items for users of a trained run"),
     "pipeline": ("graphrec.pipeline", "fit, evaluate and run a retrieval -> ranking -> re-ranking pipeline"),
     "serve": ("graphrec.serve.__main__", "serve a trained run over HTTP (needs graphrec[serve])"),
+    "plot": ("graphrec.plot", "plots of a trained run: plot embeddings (needs graphrec[plot])"),
 }
 
 
@@ -71,6 +72,22 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
                    help="drop users and items with fewer interactions, iterated (0 = off)")
     g.add_argument("--dedup", choices=DEDUP_POLICIES, default=None,
                    help="which of duplicate (user, item) interactions to keep (default: last)")
+    t = parser.add_argument_group("item text embeddings (pip install -e \".[text]\")")
+    t.add_argument("--text-cols", type=_columns, default=None, metavar="COL,COL",
+                   help="encode these item columns (e.g. movie_title,class) with a "
+                        "sentence-transformers model into the item attribute text_emb")
+    t.add_argument("--text-model", default=None, metavar="PATH",
+                   help="a local sentence-transformers model folder (default: the packaged "
+                        "all-MiniLM-L6-v2)")
+    t.add_argument("--text-dtype", choices=("float32", "float16"), default=None,
+                   help="storage of text_emb (default: float32)")
+
+
+def _columns(value: str) -> tuple[str, ...]:
+    cols = tuple(c.strip() for c in value.split(",") if c.strip())
+    if not cols:
+        raise argparse.ArgumentTypeError("name at least one column")
+    return cols
 
 
 def add_index_set_argument(parser: Any) -> None:

@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None, prog: str = "python -m graphrec.convert"
                      overlap=args.overlap or "error")
     raw = read_parts(args.inputs, cfg)
     ds = build(raw, args.dedup or "last", args.min_rating, args.kcore or 0)
+    if args.text_cols:
+        from graphrec.data.text import add_text_embeddings
+
+        add_text_embeddings(ds, args.text_cols, args.text_model, args.text_dtype or "float32")
+    elif args.text_model:
+        raise GraphrecError("--text-model: needs --text-cols (the item columns to encode)")
     save(ds, out)
     stats = summary(ds)
     print(f"converted {raw.source} ({raw.format}) -> {out} in {time.perf_counter() - start:.2f} s")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 #: registered model names, in the order ``--help`` lists them (``graphrec.models.REGISTRY``)
 MODEL_NAMES = ("pop", "random", "graph-filter", "lightgcn", "bpr", "mf", "ncf", "mlp-rating",
-               "sasrec", "bert4rec", "two-tower")
+               "sasrec", "bert4rec", "two-tower", "content-knn")
 #: other names accepted for a model
 MODEL_ALIASES = {"gfcf": "graph-filter"}
 #: ``--format`` values (``graphrec.data.readers``)
@@ -14,7 +14,8 @@ FORMATS = ("ml-100k", "ml-dat", "csv", "tsv", "parquet", "atomic", "lightgcn", "
 #: ``--dedup`` values: which of duplicate (user, item) interactions to keep
 DEDUP_POLICIES = ("last", "first")
 #: ``--split`` values (``graphrec.split``)
-SPLIT_METHODS = ("random", "temporal", "time-cut", "leave-one-out", "given")
+SPLIT_METHODS = ("random", "temporal", "time-cut", "leave-one-out", "given", "cold-items",
+                 "cold-users")
 #: ``--index`` values (``graphrec.serve.index``)
 INDEX_KINDS = ("exact", "flat", "ivf", "ivfpq", "hnsw")
 #: ``--unseen-test`` values: a held-out row whose user or item is not in training

@@ -13,6 +13,7 @@ out.
 from __future__ import annotations
 
 import argparse
+import logging
 import json
 import sys
 from pathlib import Path
@@ -24,6 +25,8 @@ from graphrec.names import INDEX_KINDS
 
 if TYPE_CHECKING:
     import torch
+
+log = logging.getLogger("graphrec.recommend")
 
 #: ``--index``: ``faiss`` is the earlier name of ``flat``
 INDEXES = INDEX_KINDS + ("faiss",)
@@ -40,6 +43,13 @@ def parser(prog: str = "python -m graphrec.recommend") -> argparse.ArgumentParse
     p.add_argument("--user", action="append", default=[], metavar="RAW_ID",
                    help="a user's raw id (repeatable)")
     p.add_argument("--users-file", help="a file with one raw user id per line (batch mode)")
+    p.add_argument("--items", default=None, metavar="RAW_ID,RAW_ID",
+                   help="a new user's items (raw ids, comma separated): recommendations for a "
+                        "user the run was not trained on (--user names them; unknown items are "
+                        "dropped with a warning); an empty string gives the onboarding list")
+    p.add_argument("--fold-in", choices=("mean", "ls"), default="mean",
+                   help="--items with an embedding model: the new user's vector is the mean "
+                        "of the items' vectors (default) or a ridge least-squares fit")
     p.add_argument("-k", type=int, default=10, help="items per user (default 10)")
     p.add_argument("--include-seen", action="store_true", help="also recommend seen items")
     p.add_argument("--index", choices=INDEXES, default="exact",
@@ -70,6 +80,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m graphrec.recommen
         if "\0" in text:
             raise GraphrecError(f"--users-file: {path}: not a text file (binary data)")
         raw_users += [line.strip() for line in text.splitlines() if line.strip()]
+    if args.items is not None:
+        return _new_user(args, raw_users)
     if not raw_users:
         raise GraphrecError("give at least one --user or a --users-file")
     import torch
@@ -82,17 +94,28 @@ def main(argv: list[str] | None = None, prog: str = "python -m graphrec.recommen
     from graphrec.utils import resolve_device
 
     ckpt = load_checkpoint(args.run, resolve_device(args.device))
-    try:
-        dense = ckpt.users.to_index(raw_users, "user")
-    except GraphrecError as e:
-        raise GraphrecError(f"--user: {e} (not in the run's data)") from None
+    dense = ckpt.users.lookup(raw_users)
+    if (dense < 0).any():  # nothing known of them: the onboarding list, said so
+        unknown = [u for u, d in zip(raw_users, dense) if d < 0]
+        log.warning("--user: %s not in the run's data: the onboarding list (popular, diversified);"
+                    " --items gives a new user's items", ", ".join(map(repr, unknown)))
     kind = "flat" if args.index == "faiss" else args.index
     cfg = parse_index_options(kind, args.index_set) if kind != "exact" else None
     if args.index_set and kind == "exact":
         raise GraphrecError("--index-set: needs --index flat, ivf, ivfpq or hnsw")
-    items, scores = recommend(ckpt, torch.as_tensor(dense), args.k, args.include_seen,
-                              index=kind, index_config=cfg,
-                              index_dir=ckpt.path.parent if ckpt.path else None)
+    known = torch.as_tensor(dense) >= 0
+    items = torch.full((len(raw_users), args.k), -1, dtype=torch.long)
+    scores = torch.full((len(raw_users), args.k), float("-inf"))
+    if known.any():  # (fewer than k columns when the data has fewer items)
+        got, vals = recommend(
+            ckpt, torch.as_tensor(dense)[known], args.k, args.include_seen, index=kind,
+            index_config=cfg, index_dir=ckpt.path.parent if ckpt.path else None)
+        items[known, :got.size(1)], scores[known, :got.size(1)] = got, vals
+    if not known.all():
+        from graphrec.serve.recommend import onboarding
+
+        top, values = onboarding(ckpt, args.k)
+        items[~known, :top.numel()], scores[~known, :top.numel()] = top, values
     _print(raw_users, items, scores, ckpt.items.raw, ckpt.titles, args.json)
     return 0
 
@@ -113,6 +136,33 @@ def _print(raw_users: list[str], items: "torch.Tensor", scores: "torch.Tensor", 
     if not as_json:
         header = ["user", "rank", "item", "score"] + (["title"] if titles else [])
         print(format_table(rows, header))
+
+
+def _new_user(args: argparse.Namespace, raw_users: list[str]) -> int:
+    """``--items``: one user the run was not trained on, from the items given."""
+    from graphrec.batches import History
+    from graphrec.checkpoint import load_checkpoint
+    from graphrec.serve.recommend import recommend_new
+    from graphrec.utils import resolve_device
+
+    if args.pipeline or args.index != "exact" or args.index_set or args.include_seen:
+        raise GraphrecError("--items: scores exactly from a --run; --pipeline, --index, "
+                            "--index-set and --include-seen do not apply")
+    if len(raw_users) > 1:
+        raise GraphrecError("--items: the items of one user; name at most one --user")
+    ckpt = load_checkpoint(args.run, resolve_device(args.device))
+    raw_items = [i.strip() for i in args.items.split(",") if i.strip()]
+    index = ckpt.items.lookup(raw_items) if raw_items else []
+    unknown = [r for r, i in zip(raw_items, index) if i < 0]
+    if unknown:
+        log.warning("--items: dropped %s: not in the run's data", ", ".join(map(repr, unknown)))
+        if len(unknown) == len(raw_items):
+            raise GraphrecError(f"--items: none of the {len(raw_items)} items is in the run's "
+                                "data")
+    rows = [[int(i) for i in index if i >= 0]]
+    items, scores = recommend_new(ckpt, History.from_lists(rows), args.k, args.fold_in)
+    _print(raw_users or ["(new user)"], items, scores, ckpt.items.raw, ckpt.titles, args.json)
+    return 0
 
 
 def _pipeline(args: argparse.Namespace, raw_users: list[str]) -> int:

@@ -16,6 +16,19 @@ Rules for small users (documented in the README):
   in :attr:`Split.dropped`).
 * ``given``: the predefined parts of a LightGCN train/test pair; ``valid_ratio`` holds out a
   random per-user part of the training file for validation.
+* ``cold-items``: ``test_ratio`` of the items (drawn by ``seed``) are held out with all their
+  interactions, which become the test part; those items keep their nodes and side features
+  but no training edge. Test interactions of users left with no training interaction are
+  dropped (nothing to recommend from). Validation: ``valid_ratio`` of each user's remaining
+  (warm) interactions, at random.
+* ``cold-users``: ``test_ratio`` of the users with more than ``onboard`` interactions (drawn by
+  ``seed``) are held out whole: each one's first ``onboard`` interactions in time (file order
+  without timestamps) are the onboarding history (:attr:`Split.onboard`, what the user gives
+  when signing up), the rest the test part. No interaction of theirs is a training edge.
+  Validation: ``valid_ratio`` of each warm user's interactions, at random.
+
+In both cold splits the held-out users or items are listed in :attr:`Split.cold_users` /
+:attr:`Split.cold_items`, and the evaluator ranks a cold-items test among the cold items only.
 """
 
 from __future__ import annotations
@@ -30,11 +43,12 @@ from graphrec.data.graph import check_schema, edge_subgraph
 from graphrec._callable import make_callable
 from graphrec.errors import GraphrecError
 from graphrec.names import SPLIT_METHODS
-from graphrec.schema import EDGE, PART, PART_TEST, PART_TRAIN, PART_VALID, RATING, TIME, USER
+from graphrec.schema import EDGE, ITEM, PART, PART_TEST, PART_TRAIN, PART_VALID, RATING, TIME, USER
 
 log = logging.getLogger(__name__)
 
 DROPPED = 3  # part code of held-out interactions that cannot be evaluated (cold users)
+ONBOARD = 4  # part code of a cold user's onboarding interactions (cold-users)
 
 
 @dataclass
@@ -51,7 +65,8 @@ class SplitConfig:
             ``leave-one-out`` any value above 0 turns the validation item on, 0 turns it off.
         time_cut: ``time-cut`` only: Unix seconds; interactions at or after it are test.
             ``None`` puts the cut at the ``1 - test_ratio`` quantile of all times.
-        seed: random seed (``random``, and validation of ``given``).
+        seed: random seed (``random``, the cold splits, and validation of ``given``).
+        onboard: ``cold-users`` only: interactions each cold user gives as onboarding history.
     """
 
     method: str = "random"
@@ -59,6 +74,7 @@ class SplitConfig:
     valid_ratio: float | None = None
     time_cut: int | None = None
     seed: int = 0
+    onboard: int = 5
 
 
 @dataclass
@@ -89,6 +105,9 @@ class Split:
     valid: Interactions | None = None
     dropped: int = 0  # held-out interactions of users with no training data (time-cut)
     parts: torch.Tensor | None = None  # [E] int8 part code of every interaction of the input
+    onboard: Interactions | None = None  # cold-users: the cold users' onboarding interactions
+    cold_users: torch.Tensor | None = None  # cold-users: the held-out users, sorted
+    cold_items: torch.Tensor | None = None  # cold-items: the held-out items, sorted
 
 
 def _check_ratio(name: str, value: float, low_open: bool) -> None:
@@ -197,6 +216,9 @@ def assign_parts(graph: HeteroData, cfg: SplitConfig) -> torch.Tensor:
         part[(part != PART_TRAIN) & ~has_train[user]] = DROPPED
         return part
 
+    if cfg.method in ("cold-items", "cold-users"):
+        return _cold_parts(graph, cfg, user, n, gen)
+
     # given
     if PART not in store or not (store[PART] == PART_TEST).any():
         raise GraphrecError("--split given: the data has no predefined test part (it comes with "
@@ -211,6 +233,65 @@ def assign_parts(graph: HeteroData, cfg: SplitConfig) -> torch.Tensor:
         sub = _holdout_by_rank(user[train], rank, n_train, torch.zeros_like(n_train),
                                _ratio_counts(n_train, valid_ratio))
         part[train] = sub
+    return part
+
+
+def cold_members(graph: HeteroData, cfg: SplitConfig) -> torch.Tensor:
+    """The held-out users (``cold-users``) or items (``cold-items``) of ``cfg``, sorted: a
+    ``round(test_ratio * eligible)`` draw by ``cfg.seed`` (eligible: every item; the users with
+    more than ``onboard`` interactions)."""
+    _check_ratio("test_ratio", cfg.test_ratio, True)
+    user, item = graph[EDGE].edge_index
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if cfg.method == "cold-items":
+        pool = torch.arange(int(graph[ITEM].num_nodes))
+    else:
+        if isinstance(cfg.onboard, bool) or not isinstance(cfg.onboard, int) or cfg.onboard < 0:
+            raise GraphrecError(f"--onboard: must be an integer >= 0, got {cfg.onboard!r}")
+        n = torch.bincount(user, minlength=int(graph[USER].num_nodes))
+        pool = torch.nonzero(n > cfg.onboard).flatten()
+        if pool.numel() == 0:
+            raise GraphrecError(f"--split cold-users: no user has more than --onboard "
+                                f"{cfg.onboard} interactions")
+    count = int(_ratio_counts(torch.tensor([pool.numel()]), cfg.test_ratio)[0])
+    if count == 0:
+        raise GraphrecError(f"--split {cfg.method}: --test-ratio {cfg.test_ratio} of "
+                            f"{pool.numel()} holds out nothing")
+    if count >= pool.numel() and cfg.method == "cold-items":
+        raise GraphrecError(f"--split cold-items: --test-ratio {cfg.test_ratio} holds out every "
+                            "item and leaves no training data")
+    return pool[torch.randperm(pool.numel(), generator=gen)[:count]].sort().values
+
+
+def _cold_parts(graph: HeteroData, cfg: SplitConfig, user: torch.Tensor, n: torch.Tensor,
+                gen: torch.Generator) -> torch.Tensor:
+    valid_ratio = cfg.valid_ratio or 0.0
+    _check_ratio("valid_ratio", valid_ratio, False)
+    members = cold_members(graph, cfg)
+    store = graph[EDGE]
+    node = store.edge_index[1] if cfg.method == "cold-items" else user
+    size = int(graph[ITEM if cfg.method == "cold-items" else USER].num_nodes)
+    is_cold = torch.zeros(size, dtype=torch.bool)
+    is_cold[members] = True
+    cold = is_cold[node]  # [E] the held-out interactions
+    part = torch.full_like(user, PART_TRAIN, dtype=torch.int8)
+    if cfg.method == "cold-items":
+        part[cold] = PART_TEST
+        warm_n = torch.bincount(user[~cold], minlength=n.numel())
+        part[cold & (warm_n[user] == 0)] = DROPPED
+    else:
+        if cfg.onboard > 0 and TIME not in store:
+            log.warning("the data has no timestamps: cold-users onboard with the first items "
+                        "in file order")
+        first = (n[user] - 1 - _recency_rank(graph, user, n)) < cfg.onboard  # oldest first
+        part[cold] = PART_TEST
+        part[cold & first] = ONBOARD
+    if valid_ratio > 0:  # a warm validation part, for early stopping
+        warm = ~cold
+        rank = _rank_within_user(user[warm], torch.rand(int(warm.sum()), generator=gen))
+        n_warm = torch.bincount(user[warm], minlength=n.numel())
+        part[warm] = _holdout_by_rank(user[warm], rank, n_warm, torch.zeros_like(n_warm),
+                                      _ratio_counts(n_warm, valid_ratio))
     return part
 
 
@@ -259,11 +340,17 @@ def split(graph: HeteroData, cfg: SplitConfig) -> Split:
         return Interactions(store.edge_index[0][mask], store.edge_index[1][mask], rating)
 
     valid = held(PART_VALID) if (part == PART_VALID).any() else None
-    return Split(edge_subgraph(graph, part == PART_TRAIN), held(PART_TEST), valid, dropped, part)
+    out = Split(edge_subgraph(graph, part == PART_TRAIN), held(PART_TEST), valid, dropped, part)
+    if cfg.method == "cold-users":
+        out.onboard = held(ONBOARD)
+        out.cold_users = cold_members(graph, cfg)
+    elif cfg.method == "cold-items":
+        out.cold_items = cold_members(graph, cfg)
+    return out
 
 
 __all__ = ["SPLIT_METHODS", "SplitConfig", "Interactions", "Split", "assign_parts",
-           "default_method", "split"]
+           "cold_members", "default_method", "split"]
 
 # ``gr.split(...)``: this module, called, is graphrec.api.split (graphrec/_callable.py)
 make_callable(__name__)

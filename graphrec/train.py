@@ -78,6 +78,8 @@ def parser(prog: str = "python -m graphrec.train") -> argparse.ArgumentParser:
     s.add_argument("--time-cut", type=int, default=None,
                    help="time-cut split: Unix seconds where test starts")
     s.add_argument("--split-seed", type=int, default=None, help="seed of the split (default 0)")
+    s.add_argument("--onboard", type=int, default=None,
+                   help="cold-users split: onboarding items each cold user gives (default 5)")
     t = p.add_argument_group("training (models that learn; a model may bring its own defaults, "
                              "e.g. lightgcn lr 5e-3 and 8 negatives, sasrec/bert4rec lr 3e-3 and "
                              "--metric ndcg@10; config.json holds what a run used)")
@@ -128,10 +130,12 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
                  "time_col": args.time_col, "header": args.header, "edge_type": args.edge_type, "sep": args.sep,
                  "test_path": args.test_data, "valid_path": args.valid_data,
                  "unseen_test": args.unseen_test, "overlap": args.overlap,
-                 "min_rating": args.min_rating, "kcore": args.kcore, "dedup": args.dedup},
+                 "min_rating": args.min_rating, "kcore": args.kcore, "dedup": args.dedup,
+                 "text_cols": args.text_cols, "text_model": args.text_model,
+                 "text_dtype": args.text_dtype},
         "split": {"method": args.split, "test_ratio": args.test_ratio,
                   "valid_ratio": args.valid_ratio, "time_cut": args.time_cut,
-                  "seed": args.split_seed},
+                  "seed": args.split_seed, "onboard": args.onboard},
         "eval": {"ks": tuple(args.k) if args.k else None,
                  "metrics": tuple(args.metrics) if args.metrics else None,
                  "batch_users": args.eval_batch, "progress": False if args.no_progress else None,
@@ -254,7 +258,8 @@ def train(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, float]:
     metrics["fit_seconds"] = fit_seconds
     metrics["eval_seconds"] = time.perf_counter() - eval_start
     atomic_write_json(out / "metrics.json", metrics)
-    if cfg.model != "pop":  # the floor every model must clear, on the same parts
+    # the floor every model must clear, on the same parts (popularity knows nothing of cold items)
+    if cfg.model != "pop" and parts.cold_items is None:
         pop = build_model("pop", ds.num_users, ds.num_items, model_config("pop", {}))
         pop.fit(parts.train)
         atomic_write_json(out / BASELINE_NAME, evaluate(pop, parts, "test", cfg.eval))

@@ -76,11 +76,12 @@ def test_known_users_get_what_recommend_gives(server, run_dir):
     assert items and not seen & set(items)
 
 
-def test_unknown_user_gets_popularity_marked(server, run_dir):
+def test_unknown_user_gets_onboarding_marked(server, run_dir):
     _, client = server
     body = client.get("/recommend", params={"user": "nobody-here", "k": 3}).json()
-    assert body["user"] == "nobody-here" and body["fallback"] == "popularity"
-    # most-interacted items of data/tiny.csv, counted by hand from the file
+    assert body["user"] == "nobody-here" and body["fallback"] == "onboarding"
+    # most-interacted items of data/tiny.csv (no genres: popularity, undiversified), counted by
+    # hand from the file
     lines = (ROOT / "data" / "tiny.csv").read_text().splitlines()[1:]
     counts = {}
     for line in lines:
@@ -100,6 +101,21 @@ def test_malformed_requests_are_422_with_a_message(server, query, field):
     assert r.status_code == 422, r.text
     detail = r.json()["detail"]
     assert isinstance(detail, str) and detail.startswith(f"{field}: ") and "\n" not in detail
+
+
+def test_new_user_items_over_http(server, run_dir):
+    """A user the run never saw, with items: scored from them (unknown ones dropped and
+    listed), the given items left out of the list."""
+    _, client = server
+    ckpt = load_checkpoint(run_dir)
+    given = [str(i) for i in ckpt.items.raw[:2].tolist()]
+    body = client.get("/recommend", params={"items": ",".join(given + ["no-such-item"]),
+                                            "k": 4}).json()
+    assert body["fallback"] is None and body["dropped"] == ["no-such-item"]
+    got = [str(r["item"]) for r in body["items"]]
+    assert len(got) == 4 and not set(got) & set(given)
+    r = client.get("/recommend", params={"items": "no-such-item", "k": 4})
+    assert r.status_code == 400 and "none of the 1 items" in r.json()["detail"]
 
 
 def test_health_ready_info(server, run_dir):

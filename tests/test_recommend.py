@@ -74,7 +74,8 @@ def test_checkpoint_loads_weights_only_and_reproduces_scores(tiny_runs):
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["--user", "zed"], "--user: unknown user 'zed'"),
+    (["--items", "nope,nada"], "--items: none of the 2 items is in the run's data"),
+    (["--items", "i1", "--user", "a", "--user", "b"], "--items: the items of one user"),
     ([], "give at least one --user"),
     (["--user", "bob", "-k", "0"], "-k: must be at least 1"),
     (["--users-file", "/no/such"], "--users-file: /no/such: no such file"),

@@ -61,19 +61,23 @@ class IdMap:
 
     def to_index(self, raw_ids: Any, what: str = "id") -> np.ndarray:
         """Raw ids (given as ints or strings) -> dense indices; an unknown id is an error."""
+        index = self.lookup(raw_ids)
+        if (index < 0).any():
+            values = np.atleast_1d(np.asarray(raw_ids, dtype=object))
+            raise GraphrecError(f"unknown {what} {str(values[index < 0][0])!r}")
+        return index
+
+    def lookup(self, raw_ids: Any) -> np.ndarray:
+        """Raw ids (given as ints or strings) -> dense indices, -1 where unknown."""
         values = pd.Series(np.atleast_1d(np.asarray(raw_ids, dtype=object)))
         if self.is_int:
             as_int = pd.to_numeric(values.astype(str), errors="coerce")
             bad = (as_int.isna() | (as_int != as_int.round())).to_numpy()  # "7.5" is not 7
-            if bad.any():
-                raise GraphrecError(f"unknown {what} {values[bad].iloc[0]!r}")
-            values = as_int.astype("int64")
-        else:
-            values = values.astype(str)
-        index = pd.Index(self.raw).get_indexer(values.to_numpy())
-        if (index < 0).any():
-            raise GraphrecError(f"unknown {what} {str(values[index < 0].iloc[0])!r}")
-        return index
+            index = np.full(len(values), -1, dtype=np.int64)
+            if (~bad).any():
+                index[~bad] = pd.Index(self.raw).get_indexer(as_int[~bad].astype("int64").to_numpy())
+            return index
+        return pd.Index(self.raw).get_indexer(values.astype(str).to_numpy())
 
 
 @dataclass
@@ -501,6 +505,11 @@ def summary(ds: Dataset) -> dict[str, Any]:
         feats = {k: v for k, v in ds.meta.get("features", {}).get(node, {}).items() if k != "_coverage"}
         if feats:
             out[f"{node}_features"] = ", ".join(f"{k} ({v['type']})" for k, v in feats.items())
+    text = ds.meta.get("text")
+    if text and "text_emb" in ds.graph[ITEM]:
+        emb = ds.graph[ITEM]["text_emb"]
+        out["item_text_emb"] = (f"[{emb.size(0)}, {emb.size(1)}] {text['dtype']} from "
+                                f"{','.join(text['cols'])} by {text['model']}")
     return out
 
 

@@ -32,6 +32,10 @@ class DataConfig:
         kcore: iterated k-core filter on users and items (0 = off).
         dedup: duplicate (user, item) policy, ``"last"`` or ``"first"``.
         synthetic_seed: seed of the synthetic data set.
+        text_cols: item columns to encode into the item attribute ``text_emb``
+            (:mod:`graphrec.data.text`); empty: none.
+        text_model: the sentence-transformers model folder (``None``: the packaged MiniLM).
+        text_dtype: ``float32`` or ``float16`` storage of ``text_emb``.
     """
 
     path: str | None = None
@@ -51,6 +55,9 @@ class DataConfig:
     kcore: int = 0
     dedup: str = "last"
     synthetic_seed: int = 0
+    text_cols: tuple[str, ...] = ()
+    text_model: str | None = None
+    text_dtype: str = "float32"
 
     def columns(self) -> ColumnNames:
         return ColumnNames(self.user_col, self.item_col, self.rating_col, self.time_col, self.header)
@@ -62,7 +69,19 @@ def is_graph_file(path: Path) -> bool:
 
 
 def load_data(cfg: DataConfig) -> Dataset:
-    """Load or convert the data a run asks for."""
+    """Load or convert the data a run asks for, with item text embeddings when
+    ``cfg.text_cols`` names columns (reused from a converted graph that has them)."""
+    ds = _load(cfg)
+    if cfg.text_cols:
+        from graphrec.data.text import add_text_embeddings
+
+        add_text_embeddings(ds, cfg.text_cols, cfg.text_model, cfg.text_dtype)
+    elif cfg.text_model is not None:
+        raise GraphrecError("--text-model: needs --text-cols (the item columns to encode)")
+    return ds
+
+
+def _load(cfg: DataConfig) -> Dataset:
     if cfg.path is None:
         return build(make_synthetic(SyntheticConfig(seed=cfg.synthetic_seed)), cfg.dedup,
                      cfg.min_rating, cfg.kcore)

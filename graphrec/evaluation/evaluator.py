@@ -117,7 +117,11 @@ def shares_memory_with(tensor: torch.Tensor, model: object) -> bool:
 
 
 def device_of(model: object) -> torch.device:
-    """Where a model keeps its tensors (its first parameter or buffer), else the CPU."""
+    """Where a model keeps its tensors (its first parameter or buffer, or the ``device`` of a
+    wrapper such as :class:`~graphrec.models.coldstart.NewUsers`), else the CPU."""
+    if not isinstance(model, torch.nn.Module) and isinstance(getattr(model, "device", None),
+                                                              torch.device):
+        return model.device
     if isinstance(model, torch.nn.Module):
         for tensor in list(model.parameters()) + list(model.buffers()):
             return tensor.device
@@ -133,6 +137,7 @@ def evaluate_ranking(
     cfg: EvalConfig | None = None,
     history: tuple[torch.Tensor, torch.Tensor] | None = None,
     index: "ItemIndex | None" = None,
+    candidates: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Full-ranking top-K metrics averaged over users with at least one held-out item.
 
@@ -148,6 +153,8 @@ def evaluate_ranking(
             ``uses_history``), or ``None``.
         index: rank through this index over the model's item vectors (a retriever's) instead
             of scoring every item.
+        candidates: ``[num_items]`` bool: rank only these items (a cold-items test ranks the
+            cold items), or ``None`` for all.
 
     Returns:
         ``{"recall@20": ..., "ndcg@20": ..., ..., "users": n}``.
@@ -171,6 +178,10 @@ def evaluate_ranking(
     rel_ptr, rel_items = rel_ptr.to(dev), rel_items.to(dev)
     ex_ptr, ex_items = exclude[0].to(dev), exclude[1].to(dev)
     hist = (history[0].to(dev), history[1].to(dev)) if history is not None else None
+    if candidates is not None and index is not None:
+        raise GraphrecError("evaluation: an item index ranks every item; a candidate subset "
+                            "(a cold-items split) is ranked exactly")
+    outside = ~candidates.to(dev) if candidates is not None else None
     for start in range(0, users.numel(), batch):
         u = users[start:start + batch].to(dev)
         h = History.of(*hist, u) if hist is not None else None
@@ -181,6 +192,9 @@ def evaluate_ranking(
             scores = scorer.score(u) if h is None else scorer.score(u, h)  # [B, I]
             # The batch's scores are ours to overwrite unless they are the model's own memory.
             inplace = scores.dtype == torch.float32 and not shares_memory_with(scores, model)
+            if outside is not None:
+                scores = scores.float().masked_fill(outside.to(scores.device), -math.inf)
+                inplace = True  # a copy of ours now
             values, top = topk_excluding(scores.float(), u.to(scores.device), (ex_ptr, ex_items),
                                          kmax, inplace)  # [B, K]
         values, top = values.to(dev), top.to(dev)
@@ -223,14 +237,19 @@ __all__ = ["EvalConfig", "evaluate", "evaluate_ranking", "evaluate_rating", "top
 
 
 def evaluate(model, split, part: str = "test", cfg: EvalConfig | None = None,
-             index: "ItemIndex | None" = None) -> dict[str, float]:
+             index: "ItemIndex | None" = None, fold_in: str = "mean") -> dict[str, float]:
     """Evaluate ``model`` on ``split.test`` (excluding training and validation items) or
     ``split.valid`` (excluding training items): ranking metrics, plus RMSE/MAE when the model
     predicts ratings and the held-out part has them. ``index``: rank through this index of the
     model's item vectors (see :func:`evaluate_ranking`).
 
     Models with ``uses_history`` score from the user's items before the held-out part: the
-    training items for ``valid``, training then validation items for ``test``."""
+    training items for ``valid``, training then validation items for ``test``.
+
+    Cold splits (:mod:`graphrec.split`), test part: a ``cold-items`` test ranks the cold items
+    only, through models that serve new items; a ``cold-users`` test scores each cold user from
+    the onboarding items alone (excluded from the ranking), through the model's new-user path
+    (:class:`~graphrec.models.coldstart.NewUsers`, ``fold_in`` its method for retrievers)."""
     from graphrec.data.graph import user_sequences
     from graphrec.schema import ITEM, USER
 
@@ -246,7 +265,19 @@ def evaluate(model, split, part: str = "test", cfg: EvalConfig | None = None,
     if cfg is not None and not cfg.exclude_seen:
         exclude = (torch.zeros(num_users + 1, dtype=torch.long), torch.zeros(0, dtype=torch.long))
     history = seen if getattr(model, "uses_history", False) else None
-    out = evaluate_ranking(model, num_items, heldout, exclude, cfg, history, index)
+    candidates = None
+    if part == "test" and getattr(split, "cold_items", None) is not None:
+        from graphrec.models.coldstart import check_new_items
+
+        check_new_items(model)
+        candidates = torch.zeros(num_items, dtype=torch.bool)
+        candidates[split.cold_items] = True
+    if part == "test" and getattr(split, "onboard", None) is not None:
+        from graphrec.models.coldstart import NewUsers
+
+        model = NewUsers(model, fold_in)
+        exclude = history = split.onboard.csr(num_users)
+    out = evaluate_ranking(model, num_items, heldout, exclude, cfg, history, index, candidates)
     if getattr(model, "predicts_ratings", False) and heldout.rating is not None:
         out.update(evaluate_rating(model, heldout))
     return out

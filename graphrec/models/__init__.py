@@ -9,6 +9,7 @@ from graphrec.errors import GraphrecError
 from graphrec.names import MODEL_ALIASES, MODEL_NAMES
 from graphrec.models.base import Ranker, Recommender, Retriever
 from graphrec.models.bert4rec import BERT4Rec, BERT4RecConfig
+from graphrec.models.content_knn import ContentKNN, ContentKNNConfig
 from graphrec.models.graph_filter import GraphFilter, GraphFilterConfig
 from graphrec.models.lightgcn import BPRConfig, LightGCN, LightGCNConfig
 from graphrec.models.mf import MF, MFConfig
@@ -31,6 +32,7 @@ REGISTRY: dict[str, tuple[type[Recommender], type]] = {
     "sasrec": (SASRec, SASRecConfig),
     "bert4rec": (BERT4Rec, BERT4RecConfig),
     "two-tower": (TwoTower, TwoTowerConfig),
+    "content-knn": (ContentKNN, ContentKNNConfig),
 }
 ALIASES = MODEL_ALIASES
 assert tuple(REGISTRY) == MODEL_NAMES, "graphrec.names.MODEL_NAMES lists the registry"

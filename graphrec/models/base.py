@@ -77,6 +77,10 @@ class Recommender(torch.nn.Module, ABC):
     uses_history: ClassVar[bool] = False
     #: per-model training defaults (TrainConfig fields), under the config file and flags
     train_defaults: ClassVar[dict[str, Any]] = {}
+    #: how the model serves a user it was not trained on (:mod:`graphrec.models.coldstart`):
+    #: ``"history"`` (scores from the given history), ``"fold-in"`` (a retriever: a user vector
+    #: from the history's item vectors) or ``"none"``
+    new_users: ClassVar[str] = "none"
 
     def __init__(self, num_users: int, num_items: int) -> None:
         super().__init__()
@@ -142,6 +146,10 @@ class Recommender(torch.nn.Module, ABC):
     def scorer(self) -> Any:
         """What to hold for one round of scoring (see the module docstring): ``self`` here."""
         return self
+
+    def serves_new_items(self) -> bool:
+        """Whether the model can rank items it was not trained on (from their content)."""
+        return False
 
 
 def check_history(model: Recommender, users: Tensor, history: History | None) -> None:

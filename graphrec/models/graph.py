@@ -137,7 +137,10 @@ class GraphModel(Recommender):
 class DotProductModel(GraphModel):
     """Members scored by a dot product of the propagated embeddings, plus optional user, item
     and global biases: retrievers, whose vectors fold the biases in (users
-    ``[e_u, b + b_u, 1]``, items ``[e_i, 1, b_i]``)."""
+    ``[e_u, b + b_u, 1]``, items ``[e_i, 1, b_i]``). A new user folds in
+    (:mod:`graphrec.models.coldstart`): ``[fold_in(e_H), b, 1]``, no user bias."""
+
+    new_users = "fold-in"
 
     def __init__(self, num_users: int, num_items: int, dim: int, num_layers: int,
                  layer_weights: Sequence[float] | None = None, init_std: float = 0.1,
@@ -175,6 +178,17 @@ class DotProductModel(GraphModel):
         if not self.biases:
             return u
         b = self.bias.weight[users, 0] + self.global_bias
+        return torch.cat([u, b.unsqueeze(1), torch.ones_like(b).unsqueeze(1)], 1)
+
+    def new_user_vectors_from(self, item_emb: Tensor, history: History, method: str,
+                              reg: float) -> Tensor:
+        """Query vectors ``[B, F(+2)]`` of users outside training from their histories."""
+        from graphrec.models.coldstart import fold_in
+
+        u = fold_in(item_emb, history, method, reg)
+        if not self.biases:
+            return u
+        b = self.global_bias.expand(u.size(0))
         return torch.cat([u, b.unsqueeze(1), torch.ones_like(b).unsqueeze(1)], 1)
 
     def item_vectors_from(self, item_emb: Tensor) -> Tensor:
@@ -227,6 +241,11 @@ class PropagatedRetriever(Propagated):
     def item_vectors(self) -> Tensor:
         """``[I, F']`` vectors of every item."""
         return self.model.item_vectors_from(self.item_emb)  # type: ignore[attr-defined]
+
+    def new_user_vectors(self, history: History, method: str = "mean", reg: float = 1.0) -> Tensor:
+        """``[B, F']`` query vectors of users outside training, from their histories."""
+        return self.model.new_user_vectors_from(  # type: ignore[attr-defined]
+            self.item_emb, history, method, reg)
 
 
 __all__ = ["GraphModel", "DotProductModel", "Propagated", "PropagatedRetriever", "rows"]

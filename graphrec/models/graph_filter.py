@@ -92,6 +92,8 @@ class GraphFilterConfig:
 class GraphFilter(Recommender):
     """Closed-form low-pass filtering of the user-item graph; nothing is trained."""
 
+    new_users = "history"  # the formula applied to the given row
+
     def __init__(self, num_users: int, num_items: int, cfg: GraphFilterConfig | None = None) -> None:
         super().__init__(num_users, num_items)
         self.cfg = cfg = cfg or GraphFilterConfig()

@@ -62,6 +62,8 @@ class Popularity(Recommender):
             self.item_rating.copy_(((sums + d * mean) / (counts + d)).float())
         self.rated.fill_(RATING in train[EDGE])
 
+    new_users = "history"  # the same list for everyone
+
     def score(self, users: torch.Tensor, history: History | None = None) -> torch.Tensor:
         return self.item_score.unsqueeze(0).expand(users.numel(), -1)  # [B, I]
 

@@ -40,6 +40,12 @@ class RandomRecommender(Recommender):
         super().__init__(num_users, num_items)
         self.cfg = cfg or RandomConfig()
 
+    new_users = "history"  # random for everyone
+
+    def serves_new_items(self) -> bool:
+        """Yes: random scores need nothing."""
+        return True
+
     def score(self, users: torch.Tensor, history: History | None = None) -> torch.Tensor:
         items = torch.arange(self.num_items, device=users.device)
         key = _mix(users.long().unsqueeze(1) * 1_000_003 + _mix(items + self.cfg.seed * 7919).unsqueeze(0))

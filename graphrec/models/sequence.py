@@ -38,6 +38,7 @@ class SequenceRecommender(Recommender):
 
     trainable = True
     uses_history = True
+    new_users = "history"  # the given items are the sequence
     #: per-model training defaults (Klenitskiy & Vasilev, RecSys 2023), under file and flags
     train_defaults = {"batch_size": 128, "lr": 1e-3, "patience": 10, "metric": "ndcg@10",
                       "epochs": 200}

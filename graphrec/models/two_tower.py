@@ -238,6 +238,8 @@ class TwoTower(GraphModel):
 
     trainable = True
     uses_history = True
+    new_users = "history"  # the user tower aggregates the given items (zero ID embedding)
+    reads_user_nodes = True  # ... and the user's side features
 
     def __init__(self, num_users: int, num_items: int, cfg: TwoTowerConfig | None = None) -> None:
         cfg = cfg or TwoTowerConfig()
@@ -266,6 +268,10 @@ class TwoTower(GraphModel):
         self.register_buffer("history_ptr", torch.zeros(num_users + 1, dtype=torch.long))
         self.register_buffer("history_items", torch.zeros(0, dtype=torch.long))
         self.register_buffer("feature_layout", torch.zeros(0, dtype=torch.uint8))
+        # users and items with a training interaction: the others' ID embeddings were never
+        # trained as positives, so their towers read zeros there (cold start: features alone)
+        self.register_buffer("user_known", torch.ones(num_users, dtype=torch.bool))
+        self.register_buffer("item_known", torch.ones(num_items, dtype=torch.bool))
         self._build({USER: [], ITEM: []})
 
     # -- structure -------------------------------------------------------------------------
@@ -320,7 +326,14 @@ class TwoTower(GraphModel):
                                  copy=True))
         ptr, items = user_sequences(train)
         self.history_ptr, self.history_items = ptr.to(device), items.to(device)
+        self.user_known = (ptr.diff() > 0).to(device)
+        self.item_known = (torch.bincount(items, minlength=self.num_items) > 0).to(device)
         super().fit(train)
+
+    def serves_new_items(self) -> bool:
+        """When the item tower reads features (``text_emb``, genres): a new item's tower reads
+        them with a zero ID embedding."""
+        return bool(self.layout[ITEM])
 
     @property
     def temperature(self) -> Tensor:
@@ -361,7 +374,7 @@ class TwoTower(GraphModel):
                       train: bool = False) -> Tensor:
         """Normalized user tower outputs ``[B, dim]`` from (propagated) ID tables
         (``train``: with dropout)."""
-        e = rows(user_emb, users)
+        e = rows(user_emb, users) * self.user_known[users].unsqueeze(-1)
         if self.cfg.history:
             g = self.cfg.history_weight
             mean = self.history_mean(item_emb, users, history, leave_out)
@@ -371,7 +384,8 @@ class TwoTower(GraphModel):
     def item_tower_of(self, item_emb: Tensor, items: Tensor, train: bool = False) -> Tensor:
         """Normalized item tower outputs ``[len(items), dim]`` from (propagated) ID tables
         (``train``: with dropout)."""
-        return self.item_tower([rows(item_emb, items), *self._features(ITEM, items)], train)
+        e = rows(item_emb, items) * self.item_known[items].unsqueeze(-1)
+        return self.item_tower([e, *self._features(ITEM, items)], train)
 
     # -- scoring ---------------------------------------------------------------------------
 

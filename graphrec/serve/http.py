@@ -47,12 +47,13 @@ class Service(Protocol):
     """What the HTTP app serves: anything that answers these three methods.
 
     ``recommend`` returns ``{"user": raw_user, "items": [{"item": raw_id, "score": float,
-    "title": str | None}, ...], "fallback": None | "popularity" | ...}``, best item first; it
-    raises :class:`~graphrec.errors.GraphrecError` for bad input (answered as HTTP 400).
+    "title": str | None}, ...], "fallback": None | "onboarding" | "popularity" | ...}``, best
+    item first; it raises :class:`~graphrec.errors.GraphrecError` for bad input (answered as
+    HTTP 400). ``items``: a new user's raw item ids (the user need not be known).
     """
 
-    def recommend(self, raw_user: str, k: int) -> dict[str, Any]:
-        """The top ``k`` items for one raw user id."""
+    def recommend(self, raw_user: str, k: int, items: list[str] | None = None) -> dict[str, Any]:
+        """The top ``k`` items for one raw user id (or a new user's ``items``)."""
         ...
 
     def ready(self) -> bool:
@@ -69,9 +70,11 @@ class RunService:
 
     The checkpoint is loaded once, here; known users are scored by
     :func:`graphrec.serve.recommend.recommend` exactly as the ``recommend`` command scores them
-    (seen items excluded, the item index saved in the run folder), unknown users get the items
-    with the most interactions in the checkpoint's seen-items table (every interaction of the
-    run's data set, the table the model's recommendations exclude), scored by that count.
+    (seen items excluded, the item index saved in the run folder), unknown users get the
+    onboarding list (:func:`graphrec.serve.recommend.onboarding`: the items with the most
+    interactions in the checkpoint's seen-items table, diversified by genre or text), scored by
+    that count, and a new user who gives items is scored from them
+    (:func:`graphrec.serve.recommend.recommend_new`; unknown items dropped with a warning).
 
     Held for the service's lifetime: the checkpoint, the model's scorer (the graph family's
     propagated embeddings, which ``recommend`` would otherwise recompute per request) and the
@@ -155,18 +158,23 @@ class RunService:
         return {"model": self.ckpt.model_name, "users": len(self.ckpt.users),
                 "items": len(self.ckpt.items), "index": self.index,
                 "index_requested": self.index_requested, "run": str(self.ckpt.path),
-                "include_seen": self.include_seen, "fallback": "popularity",
+                "include_seen": self.include_seen, "fallback": "onboarding",
                 "max_k": MAX_K, "titles": self.ckpt.titles is not None}
 
-    def recommend(self, raw_user: str, k: int) -> dict[str, Any]:
-        """The top ``k`` items for ``raw_user`` (see :class:`Service`)."""
+    def recommend(self, raw_user: str, k: int, items: list[str] | None = None) -> dict[str, Any]:
+        """The top ``k`` items for ``raw_user`` or a new user's ``items`` (see :class:`Service`)."""
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise GraphrecError(f"k: must be an integer of at least 1, got {k!r}")
+        if items:
+            return self._new_user(raw_user, k, items)
         user = self.dense_user(raw_user)
         if user is None:
-            top = self._popular[:k]
-            return {"user": raw_user, "items": self._rows(top, self._counts[top].astype(float)),
-                    "fallback": "popularity"}
+            from graphrec.serve.recommend import onboarding
+
+            with self._lock:
+                top, counts = onboarding(self.ckpt, k)
+            return {"user": raw_user, "items": self._rows(top.numpy(), counts.numpy()),
+                    "fallback": "onboarding"}
         items, scores = self._score(user, k)
         keep = items >= 0  # a user with fewer than k unseen items gets a shorter list
         return {"user": raw_user, "items": self._rows(items[keep], scores[keep]),
@@ -184,6 +192,25 @@ class RunService:
             return int(self.ckpt.users.to_index([raw], "user")[0])
         except GraphrecError:
             return None
+
+    def _new_user(self, raw_user: str, k: int, raw_items: list[str]) -> dict[str, Any]:
+        from graphrec.batches import History
+        from graphrec.serve.recommend import recommend_new
+
+        index = self.ckpt.items.lookup([str(i).strip() for i in raw_items])
+        unknown = [r for r, i in zip(raw_items, index) if i < 0]
+        if unknown:
+            log.warning("items: dropped %s: not in the run's data", ", ".join(map(repr, unknown)))
+        if len(unknown) == len(raw_items):
+            raise GraphrecError(f"items: none of the {len(raw_items)} items is in the run's data")
+        with self._lock:
+            top, scores = recommend_new(self.ckpt, History.from_lists([[int(i) for i in index
+                                                                         if i >= 0]]),
+                                        k, scorer=self._scorer)
+        keep = top[0] >= 0
+        return {"user": raw_user, "items": self._rows(top[0][keep].numpy(),
+                                                      scores[0][keep].numpy()),
+                "fallback": None, "dropped": [str(u) for u in unknown]}
 
     def _score(self, user: int, k: int) -> "tuple[np.ndarray, np.ndarray]":
         import torch
@@ -230,7 +257,7 @@ def make_app(service: Service) -> "fastapi.FastAPI":
     """The FastAPI app serving ``service``.
 
     * ``GET /recommend?user=RAW_ID&k=20``: ``service.recommend(user, k)``; ``k`` from 1 to
-      :data:`MAX_K`. Malformed parameters answer 422 with a one-line ``detail`` (and FastAPI's
+      :data:`MAX_K`; ``&items=RAW,RAW``: a new user's items (``user`` may then be left out). Malformed parameters answer 422 with a one-line ``detail`` (and FastAPI's
       ``errors``), a :class:`GraphrecError` from the service 400, a service not ready 503.
     * ``GET /health``: liveness, always ``200 {"status": "ok"}``.
     * ``GET /ready``: readiness, 200 when ``service.ready()``, else 503.
@@ -254,13 +281,19 @@ def make_app(service: Service) -> "fastapi.FastAPI":
 
     # plain def: FastAPI runs these in its threadpool, so a slow model never blocks the loop
     @app.get("/recommend")
-    def recommend(user: str = Query(..., min_length=1, max_length=1024,
-                                    description="the user's raw id"),
-                  k: int = Query(20, ge=1, le=MAX_K, description="items to return")) -> Any:
+    def recommend(user: str = Query("", max_length=1024, description="the user's raw id"),
+                  k: int = Query(20, ge=1, le=MAX_K, description="items to return"),
+                  items: str | None = Query(None, max_length=65536,
+                                            description="a new user's raw item ids, comma "
+                                                        "separated")) -> Any:
         if not service.ready():
             return JSONResponse({"detail": "not ready: the model is still loading"}, 503)
+        given = [i.strip() for i in items.split(",") if i.strip()] if items else []
+        if not user.strip() and not given:
+            return JSONResponse({"detail": "user: give user=RAW_ID (or a new user's "
+                                           "items=RAW,RAW)"}, 422)
         try:
-            return service.recommend(user, k)
+            return service.recommend(user, k, given) if given else service.recommend(user, k)
         except GraphrecError as e:
             return JSONResponse({"detail": str(e)}, 400)
 

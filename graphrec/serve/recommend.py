@@ -17,6 +17,8 @@ from graphrec.models.base import Retriever
 from graphrec.names import INDEX_KINDS
 from graphrec.serve.index import IndexConfig, retriever_index
 
+__all__ = ["recommend", "recommend_new", "onboarding", "INDEXES"]
+
 log = logging.getLogger("graphrec.recommend")  # the command's name, which users see
 
 #: ``recommend(index=...)`` and ``--index``: exact scoring of all items, or an item index;
@@ -87,3 +89,69 @@ def recommend(ckpt: Checkpoint, users: torch.Tensor, k: int = 10, include_seen: 
         items.append(top.cpu())
         scores.append(values.cpu())
     return torch.cat(items), torch.cat(scores)
+
+
+#: the onboarding list: MMR over the ``ONBOARD_POOL`` most popular items with this lambda
+ONBOARD_POOL = 200
+ONBOARD_LAM = 0.7
+
+
+def onboarding(ckpt: Checkpoint, k: int = 10, lam: float = ONBOARD_LAM,
+               pool: int = ONBOARD_POOL) -> tuple[torch.Tensor, torch.Tensor]:
+    """What a user with no items gets: the ``pool`` most popular items (training counts),
+    diversified by MMR (:func:`graphrec.serve.rerank.mmr`, ``lam``) over the items' genres or
+    text embeddings (``ckpt.item_content``; plain popularity without it). ``([k], [k])``
+    item indices and popularity counts."""
+    from graphrec.serve.rerank import mmr
+
+    counts = torch.bincount(ckpt.seen[1], minlength=len(ckpt.items)).float()
+    values, top = torch.topk(counts, min(pool, counts.numel()))
+    k = min(k, top.numel())
+    if ckpt.item_content is None or lam >= 1:
+        return top[:k], values[:k]
+    pos = mmr(values.unsqueeze(0), ckpt.item_content[top].float().unsqueeze(0), k, lam)[0]
+    pos = pos[pos >= 0]
+    return top[pos], values[pos]
+
+
+@torch.no_grad()
+def recommend_new(ckpt: Checkpoint, history: History, k: int = 10, fold_in: str = "mean",
+                  include_given: bool = False, scorer: object | None = None,
+                  users: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top ``k`` items for users the run was not trained on, from the items each one gives
+    (``history``, one row per user, dense item indices): ``([B, k], [B, k])``, -1 / -inf
+    padded. A row with items goes through the model's new-user path
+    (:class:`~graphrec.models.coldstart.NewUsers`: fold-in, or the model reading the history);
+    the given items are excluded unless ``include_given``. An empty row gets the
+    :func:`onboarding` list. ``users``: dense indices when the users are nodes of the data
+    (their side features count), else ``None``."""
+    from graphrec.models.coldstart import NewUsers
+
+    if k < 1:
+        raise GraphrecError(f"-k: must be at least 1, got {k}")
+    B = history.num_rows
+    items = torch.full((B, k), -1, dtype=torch.long)
+    scores = torch.full((B, k), float("-inf"))
+    counts = history.ptr.diff().cpu()
+    given = torch.nonzero(counts > 0).flatten()
+    if given.numel():
+        device = device_of(ckpt.model)
+        sub = History.of(history.ptr, history.items, given.to(history.ptr.device))
+        sub = History(sub.ptr.to(device), sub.items.to(device))
+        u = users[given].to(device) if users is not None else torch.zeros(given.numel(),
+                                                                           dtype=torch.long,
+                                                                           device=device)
+        new = NewUsers(ckpt.model, fold_in, outside=users is None, scorer=scorer)
+        s = new.score(u, sub).float().clone()  # [G, I]
+        ex = (sub.ptr, sub.items) if not include_given else (
+            torch.zeros(given.numel() + 1, dtype=torch.long, device=device),
+            torch.zeros(0, dtype=torch.long, device=device))
+        values, top = topk_excluding(s, torch.arange(given.numel(), device=device), ex, k,
+                                     inplace=True)
+        top = top.where(torch.isfinite(values), -1)
+        items[given, :top.size(1)], scores[given, :top.size(1)] = top.cpu(), values.cpu()
+    if given.numel() < B:
+        top, values = onboarding(ckpt, k)
+        empty = torch.nonzero(counts == 0).flatten()
+        items[empty, :top.numel()], scores[empty, :top.numel()] = top, values
+    return items, scores
