@@ -52,7 +52,7 @@ log = logging.getLogger("graphrec.pipeline")
 
 RANKER_WEIGHTS = "ranker.pt"
 RANKER_META = "ranker.json"
-RERANKERS = ("none", "mmr", "dpp")
+RERANKERS = ("none", "mmr", "dpp", "semantic", "llm")
 #: ranker settings under a pipeline's ``[ranker]`` keys: on ml-100k, listwise softmax with
 #: dropout 0.3 at lr 3e-4 over 3 holdouts gave NDCG@20 0.4340 against 0.4280 with one holdout and
 #: 0.4252 for logistic regression (test part; the table in the README)
@@ -97,11 +97,24 @@ class RankerSpec:
 
 @dataclass
 class RerankSpec:
-    """Stage 3: ``method`` (none, mmr, dpp), ``lam`` (relevance against diversity, in [0, 1]:
-    1 keeps the ranker's order), ``similarity`` of items (``vectors``: cosine of the first
-    retriever's item vectors; ``genres``: cosine of the items' multi-hot feature;
-    ``cooccurrence``: cosine of their co-occurrence rows), ``depth`` (re-rank the top this
-    many of the ranked list; 0: all), freshness (``freshness_weight``, ``half_life_days``)."""
+    """Stage 3: ``method`` (none, mmr, dpp, semantic, llm), ``lam`` (relevance against
+    diversity, in [0, 1]: 1 keeps the ranker's order), ``similarity`` of items (``vectors``:
+    cosine of the first retriever's item vectors; ``genres``: cosine of the items' multi-hot
+    feature; ``cooccurrence``: cosine of their co-occurrence rows), ``depth`` (re-rank the top
+    this many of the ranked list; 0: all), freshness (``freshness_weight``, ``half_life_days``).
+
+    ``semantic`` (:mod:`graphrec.serve.semantic`) blends the ranker's score with the cosine of
+    each candidate's text embedding (the data's item ``text_emb``: train with ``--text-cols``)
+    to the mean embedding of the user's last ``history`` items: ``alpha`` (in [0, 1]) is the
+    weight of the ranker's score, 1 keeps its order.
+
+    ``llm`` (:mod:`graphrec.serve.llm`) asks an OpenAI-compatible chat server to rank the top
+    ``depth`` candidates (set it: every one of them is a line of the prompt) after the user's
+    last ``history`` titles, one request per user: ``llm_url`` and ``llm_model`` (empty: the
+    ``GRAPHREC_LLM_URL`` and ``GRAPHREC_LLM_MODEL`` environment; the key only from
+    ``GRAPHREC_LLM_API_KEY``, never from a file), ``llm_timeout`` (seconds per request),
+    ``llm_workers`` (concurrent requests). A user whose request fails keeps the ranker's
+    order, with a warning."""
 
     method: str = "none"
     lam: float = 0.9
@@ -109,6 +122,13 @@ class RerankSpec:
     depth: int = 0
     freshness_weight: float = 0.0
     half_life_days: float = 365.0
+    # the best of 0-1 on ml-100k's validation part (benchmarks/semantic_rerank.py); 0.5 lost NDCG
+    alpha: float = 0.85
+    history: int = 20  # most recent items of the user (semantic, llm); 0: all
+    llm_url: str = ""
+    llm_model: str = ""
+    llm_timeout: float = 10.0
+    llm_workers: int = 1
 
 
 @dataclass
@@ -205,6 +225,26 @@ def parse_config(values: dict[str, Any], path: Path | None = None) -> PipelineCo
                             f"got {rerank.similarity!r}")
     if rerank.depth < 0 or (rerank.depth and rerank.depth < k):
         raise GraphrecError(f"{name}: rerank.depth: 0 or at least k = {k}, got {rerank.depth}")
+    if not 0 <= rerank.alpha <= 1:
+        raise GraphrecError(f"{name}: rerank.alpha: must lie in [0, 1], got {rerank.alpha}")
+    if rerank.history < 0:
+        raise GraphrecError(f"{name}: rerank.history: 0 (all) or a number of items, got {rerank.history}")
+    if not rerank.llm_timeout > 0:
+        raise GraphrecError(f"{name}: rerank.llm_timeout: must be > 0 seconds, got {rerank.llm_timeout}")
+    if rerank.llm_workers < 1:
+        raise GraphrecError(f"{name}: rerank.llm_workers: must be at least 1, got {rerank.llm_workers}")
+    if rerank.method == "llm":
+        import os
+
+        from graphrec.serve.llm import ENV_MODEL, ENV_URL, _endpoint
+
+        for key, env in (("llm_url", ENV_URL), ("llm_model", ENV_MODEL)):
+            if not (getattr(rerank, key) or os.environ.get(env)):
+                raise GraphrecError(f"{name}: rerank.{key}: empty and ${env} is not set")
+        try:
+            _endpoint(rerank.llm_url or os.environ[ENV_URL])
+        except GraphrecError as e:
+            raise GraphrecError(f"{name}: rerank.llm_url: {str(e).split(': ', 1)[1]}") from None
     return PipelineConfig(retrievers, n, k, ranker, rerank, path)
 
 
@@ -561,8 +601,9 @@ class Pipeline:
                 return value.float()
         return None
 
-    def rerank(self, scores: Tensor, items: Tensor, k: int) -> Tensor:
-        """Positions ``[B, k]`` into ``items [B, M]`` chosen by the re-ranker (-1 pads)."""
+    def rerank(self, scores: Tensor, items: Tensor, k: int, users: Tensor | None = None) -> Tensor:
+        """Positions ``[B, k]`` into ``items [B, M]`` chosen by the re-ranker (-1 pads);
+        ``users [B]`` (dense) for the re-rankers that read the users' histories."""
         from graphrec.serve import rerank as rr
 
         spec = self.cfg.rerank
@@ -575,9 +616,49 @@ class Pipeline:
         if spec.method == "none":
             top = torch.topk(scores.masked_fill(~mask, float("-inf")), k, dim=1)
             return top.indices.masked_fill(~torch.isfinite(top.values), -1)
+        if spec.method in ("semantic", "llm"):
+            if users is None:
+                raise GraphrecError(f"{self.cfg.where('rerank.method')}: {spec.method} needs the "
+                                    "users whose lists it re-ranks")
+            # the known interactions of this level (all of them once serving), oldest first
+            history = History.of(*self.stage1.history, users)
+            if spec.method == "semantic":
+                from graphrec.serve.semantic import history_vectors, semantic
+
+                emb = self._text_embeddings()
+                return semantic(scores.masked_fill(~mask, float("-inf")), emb[items.clamp(min=0)],
+                                history_vectors(emb, history, spec.history), k, spec.alpha, mask=mask)
+            return self._llm().rerank(scores, items, history, k, mask=mask)
         vec = self.similarity_vectors()[items.clamp(min=0)]
         fn = rr.mmr if spec.method == "mmr" else rr.dpp
         return fn(scores.masked_fill(~mask, float("-inf")), vec, k, spec.lam, mask=mask)
+
+    def _text_embeddings(self) -> Tensor:
+        """The items' ``text_emb`` (the semantic re-ranker's vectors), read once."""
+        if "text_emb" not in self._sim:  # the re-ranker's item vectors live in one cache
+            from graphrec.data.text import text_embeddings
+
+            self._sim["text_emb"] = text_embeddings(self.ds.graph, f"{self.cfg.where('rerank.method')}: "
+                                                    "semantic")
+        return self._sim["text_emb"]
+
+    def _llm(self) -> Any:
+        """The LLM re-ranker of ``[rerank]``, made on first use and again when its settings
+        change (a sweep assigns ``cfg.rerank``)."""
+        from graphrec.serve.llm import ChatClient, LLMReranker
+
+        spec = self.cfg.rerank
+        key = (spec.llm_url, spec.llm_model, spec.llm_timeout, spec.history, spec.llm_workers)
+        held = getattr(self, "_llm_reranker", None)  # set here only: stage 3 owns it
+        if held is None or held[0] != key:
+            titles = self.titles
+            if not titles:
+                raise GraphrecError(f"{self.cfg.where('rerank.method')}: llm needs item titles; "
+                                    "the data has none")
+            client = ChatClient(spec.llm_url or None, spec.llm_model or None, timeout=spec.llm_timeout)
+            held = (key, LLMReranker(client, titles, max_history=spec.history, workers=spec.llm_workers))
+            self._llm_reranker = held
+        return held[1]
 
     def _item_time(self) -> Tensor:
         """Each item's first known interaction time (its release, as far as the data knows)."""
@@ -608,20 +689,21 @@ class Pipeline:
             order = torch.argsort(scores, dim=1, descending=True, stable=True)
             ranked = cand.items.gather(1, order)
             ranked_scores = scores.gather(1, order)
-            final, final_scores = self.finalize(ranked, ranked_scores, k)
+            final, final_scores = self.finalize(ranked, ranked_scores, k, users=u)
             for key, v in (("candidates", cand.items), ("ranked", ranked), ("ranked_scores", ranked_scores),
                            ("final", final), ("final_scores", final_scores)):
                 out[key].append(v)
         return {key: torch.cat(v) for key, v in out.items()}
 
-    def finalize(self, ranked: Tensor, ranked_scores: Tensor, k: int,
-                 batch: int = 256) -> tuple[Tensor, Tensor]:
-        """Stage 3 over ranked lists ``[B, N]``: the final items and scores ``[B, k]``."""
+    def finalize(self, ranked: Tensor, ranked_scores: Tensor, k: int, batch: int = 256,
+                 users: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Stage 3 over ranked lists ``[B, N]`` of dense ``users [B]``: the final items and
+        scores ``[B, k]``."""
         depth = self.cfg.rerank.depth or ranked.size(1)
         finals, scores = [], []
         for s in range(0, ranked.size(0), batch):
             r, rs = ranked[s:s + batch, :depth], ranked_scores[s:s + batch, :depth]
-            pos = self.rerank(rs, r, k)
+            pos = self.rerank(rs, r, k, None if users is None else users[s:s + batch])
             finals.append(r.gather(1, pos.clamp(min=0)).masked_fill(pos < 0, -1))
             scores.append(rs.gather(1, pos.clamp(min=0)).masked_fill(pos < 0, float("-inf")))
         return torch.cat(finals), torch.cat(scores)
@@ -643,7 +725,8 @@ class Pipeline:
             cache["res"] = self.run(users)
             cache["alone"] = [self._alone(i, users) for i in range(len(self.runs))]
         res = dict(cache["res"])
-        res["final"], res["final_scores"] = self.finalize(res["ranked"], res["ranked_scores"], k)
+        res["final"], res["final_scores"] = self.finalize(res["ranked"], res["ranked_scores"], k,
+                                                          users=users)
         num_items = self.ds.num_items
         out: dict[str, Any] = {"users": int(users.numel()), "n": self.cfg.n, "k": k}
         out[f"candidates.recall@{self.cfg.n}"] = float(_candidate_recall(
@@ -786,9 +869,12 @@ class PipelineService:
                 "users": self.pipe.ds.num_users, "items": self.pipe.ds.num_items,
                 "index": "exact", "fallback": "popularity"}
 
-    def recommend(self, raw_user: str, k: int) -> dict[str, Any]:
+    def recommend(self, raw_user: str, k: int, items: list[str] | None = None) -> dict[str, Any]:
         """The final list of ``raw_user``: ``{"user", "items": [{"item", "score", "title"}],
         "fallback"}``."""
+        if items:
+            raise GraphrecError("items: the pipeline serves the users of its data; serve a run "
+                                "(graphrec serve --run) for a new user's items")
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise GraphrecError(f"k: must be an integer of at least 1, got {k!r}")
         if k > self.pipe.cfg.n:
