@@ -23,6 +23,9 @@ USER = "user"
 ITEM = "item"
 EDGE = (USER, "interacts", ITEM)
 REV_EDGE = (ITEM, "rev_interacts", USER)
+#: item-item content-similarity edges (``edge_weight``: the cosine), symmetric: each edge is
+#: stored in both directions (:func:`graphrec.models.content_knn.add_similar_edges`)
+SIMILAR = (ITEM, "similar", ITEM)
 
 RATING = "rating"
 TIME = "time"

@@ -22,6 +22,7 @@ a user with no items scores 0 everywhere.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 
@@ -34,7 +35,7 @@ from graphrec.data.graph import check_schema, user_sequences
 from graphrec.data.text import TEXT_ATTR
 from graphrec.errors import GraphrecError
 from graphrec.models.base import Recommender, check_history
-from graphrec.schema import ITEM
+from graphrec.schema import ITEM, SIMILAR
 
 MAX_ONE_HOT = 4096  # token columns with more codes than this (ids, zip codes) say little here
 
@@ -104,6 +105,27 @@ def neighbourhoods(x: Tensor, k: int, block: int = 2048) -> tuple[Tensor, Tensor
     return torch.cat(nbr), torch.cat(tgt), torch.cat(val)
 
 
+def add_similar_edges(graph: HeteroData, k: int, scale: float = 1.0, text_weight: float = 1.0,
+                      side_weight: float = 1.0) -> HeteroData:
+    """A shallow copy of ``graph`` with item-item :data:`~graphrec.schema.SIMILAR` edges: each
+    item to its ``k`` most content-similar items (:func:`neighbourhoods`), symmetrized (an edge
+    in both directions, once even when both ends chose each other), ``edge_weight`` the cosine
+    times ``scale``."""
+    if k < 1 or not scale > 0:
+        raise GraphrecError(f"similar edges: need k >= 1 and scale > 0, got {k}, {scale}")
+    x = content_vectors(graph, text_weight, side_weight)
+    nbr, target, sim = neighbourhoods(x, k)
+    n = x.size(0)
+    src, dst = torch.cat([nbr, target]), torch.cat([target, nbr])
+    keys, inverse = torch.unique(src * n + dst, return_inverse=True)
+    weight = torch.zeros(keys.numel()).scatter_reduce_(0, inverse, torch.cat([sim, sim]), "amax",
+                                                       include_self=False)
+    out = copy.copy(graph)
+    out[SIMILAR].edge_index = torch.stack([keys // n, keys % n])
+    out[SIMILAR].edge_weight = weight * scale
+    return out
+
+
 class ContentKNN(Recommender):
     """Item-based kNN over content similarity (module docstring); nothing is trained."""
 
@@ -162,4 +184,5 @@ class ContentKNN(Recommender):
         return (self.weights @ r.T).T  # [B, I]
 
 
-__all__ = ["ContentKNN", "ContentKNNConfig", "content_vectors", "neighbourhoods"]
+__all__ = ["ContentKNN", "ContentKNNConfig", "content_vectors", "neighbourhoods",
+           "add_similar_edges"]

@@ -28,7 +28,7 @@ from graphrec.data.graph import check_schema
 from graphrec.errors import GraphrecError
 from graphrec.models.base import Recommender
 from graphrec.nn.propagation import BACKENDS, Adjacency, LightGCNEncoder, lightgcn_adjacency
-from graphrec.schema import EDGE, ITEM, USER
+from graphrec.schema import EDGE, ITEM, SIMILAR, USER
 
 
 def rows(table: Tensor, index: Tensor) -> Tensor:
@@ -70,28 +70,55 @@ class GraphModel(Recommender):
         torch.nn.init.normal_(self.embedding.weight, std=init_std)
         self.encoder = LightGCNEncoder(num_layers, layer_weights)
         self.register_buffer("train_edges", torch.zeros(2, 0, dtype=torch.long))
+        # item-item similarity edges of the training graph (graph-first cold start), if any
+        self.register_buffer("similar_edges", torch.zeros(2, 0, dtype=torch.long))
+        self.register_buffer("similar_weight", torch.zeros(0))
         self.adj: Adjacency | None = None  # derived from train_edges by derive()
+        self.known: Tensor | None = None  # with similar edges: nodes with an interaction
 
     def fit(self, train: HeteroData) -> None:
-        """Keep the training edges (on the model's device) and build the adjacency from them."""
+        """Keep the training edges (and item-item :data:`~graphrec.schema.SIMILAR` edges, when
+        the graph has them) on the model's device and build the adjacency from them."""
         check_schema(train, "training graph")
-        self.train_edges = train[EDGE].edge_index.to(self.embedding.weight.device)
+        dev = self.embedding.weight.device
+        self.train_edges = train[EDGE].edge_index.to(dev)
+        if SIMILAR in train.edge_types and train[SIMILAR].num_edges:
+            self.similar_edges = train[SIMILAR].edge_index.to(dev)
+            self.similar_weight = train[SIMILAR].edge_weight.float().to(dev)
         self.derive()
 
     def derive(self) -> None:
-        """The normalized adjacency of ``train_edges``, on the model's device."""
-        self.adj = None
+        """The normalized adjacency of ``train_edges`` (and the similar edges), on the model's
+        device; with similar edges, which nodes have an interaction."""
+        self.adj, self.known = None, None
         if self.encoder.num_layers and self.train_edges.numel():
             graph = HeteroData()
             graph[USER].num_nodes, graph[ITEM].num_nodes = self.num_users, self.num_items
             graph[EDGE].edge_index = self.train_edges
+            if self.similar_edges.numel():
+                graph[SIMILAR].edge_index = self.similar_edges
+                graph[SIMILAR].edge_weight = self.similar_weight
             self.adj = lightgcn_adjacency(graph, self.embedding.embedding_dim, self.propagation,
                                           self.train_edges.device)
+        if self.similar_edges.numel():
+            deg = torch.bincount(torch.cat([self.train_edges[0],
+                                            self.train_edges[1] + self.num_users]),
+                                 minlength=self.num_users + self.num_items)
+            self.known = deg > 0
+
+    def serves_new_items(self) -> bool:
+        """With similar edges: a new item's embedding is propagated from the items like it."""
+        return bool(self.similar_edges.numel()) and self.encoder.num_layers > 0
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
         """Final user ``[U, F]`` and item ``[I, F]`` embeddings after propagation (with
-        autograd, in the current grad mode)."""
-        out = self.encoder(self.embedding.weight, self.adj)
+        autograd, in the current grad mode). With similar edges, the layer-0 rows of nodes
+        without an interaction are zero (never trained as positives): a cold item's embedding
+        is what propagation brings it from its similar items."""
+        x = self.embedding.weight
+        if self.known is not None:
+            x = x * self.known.unsqueeze(1).to(x.dtype)
+        out = self.encoder(x, self.adj)
         return out[: self.num_users], out[self.num_users:]
 
     def scorer(self) -> "Propagated":

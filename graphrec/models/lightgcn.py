@@ -11,6 +11,11 @@ With ``M`` negatives per positive the loss is
     mean over (u, i, j) of -log sigmoid(s_ui - s_uj) + l2 / 2 * (|e_u|^2 + |e_i|^2 + mean_j |e_j|^2)
 
 per example, plus ``table_l2 / 2 * |E|^2`` on the whole table when set.
+
+Graph-first cold start (``similar_k``): the training graph gains item-item edges between
+content-similar items, ``('item', 'similar', 'item')`` in the same ``HeteroData``, weighted by
+their cosine; propagation then runs over ``[[0, R], [R^T, S]]`` and an item without
+interactions (its layer-0 row held at zero) gets the propagated embeddings of the items like it.
 """
 
 from __future__ import annotations
@@ -19,11 +24,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from torch import Tensor
+from torch_geometric.data import HeteroData
 
 from graphrec.batches import PairBatch, PairSpec, pair_spec
 from graphrec.errors import GraphrecError
 from graphrec.models.graph import DotProductModel, rows
 from graphrec.nn.losses import PAIR_LOSSES, pair_loss
+from graphrec.schema import SIMILAR
 
 LOSSES = PAIR_LOSSES
 
@@ -52,6 +59,11 @@ class LightGCNConfig:
         negatives_power: see ``negatives``.
         propagation: the propagation backend (``symmetric``, the fastest measured; ``autograd``;
             ``edge_index``), see :mod:`graphrec.nn.propagation`.
+        similar_k: graph-first cold start: join each item to its ``similar_k`` most
+            content-similar items (text embeddings and side features) by item-item edges
+            (:func:`graphrec.models.content_knn.add_similar_edges`), so propagation reaches items
+            without interactions; 0 (the default): none.
+        similar_scale: the weight of a similar edge is the cosine times this.
     """
 
     dim: int = 64
@@ -65,6 +77,8 @@ class LightGCNConfig:
     propagation: str = "symmetric"
     negatives: str = "uniform"
     negatives_power: float = 0.75
+    similar_k: int = 0
+    similar_scale: float = 1.0
 
     #: training defaults of ``lightgcn`` (TrainConfig fields), chosen by benchmarks/defaults.py
     #: on validation parts of ml-100k and a Gowalla sample
@@ -98,6 +112,17 @@ class LightGCN(DotProductModel):
         if cfg.l2 < 0 or cfg.table_l2 < 0:
             raise GraphrecError("lightgcn: l2 and table_l2 must be >= 0")
         self.spec = pair_spec(cfg.negatives, cfg.negatives_power, "lightgcn")
+        if cfg.similar_k < 0 or not cfg.similar_scale > 0:
+            raise GraphrecError("lightgcn: similar_k must be >= 0 and similar_scale > 0")
+
+    def fit(self, train: HeteroData) -> None:
+        """The graph family's fit, over the training graph joined by similar-item edges when
+        ``similar_k`` asks for them."""
+        if self.cfg.similar_k and SIMILAR not in train.edge_types:
+            from graphrec.models.content_knn import add_similar_edges
+
+            train = add_similar_edges(train, self.cfg.similar_k, self.cfg.similar_scale)
+        super().fit(train)
 
     def batch_spec(self) -> PairSpec:
         return self.spec

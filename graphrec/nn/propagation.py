@@ -2,7 +2,7 @@
 
 Nodes are users ``0..U-1`` followed by items ``U..U+I-1``. The adjacency
 
-    A~ = D^-1/2 A D^-1/2,   A = [[0, R], [R^T, 0]]
+    A~ = D^-1/2 A D^-1/2,   A = [[0, R], [R^T, 0]]   (or [[0, R], [R^T, S]])
 
 is built once per training graph, vectorized, on the target device, as a torch.sparse CSR
 matrix holding only its three arrays, and owned by the model (never renormalized per call,
@@ -48,7 +48,7 @@ from torch_geometric.nn import LGConv
 
 from graphrec.data.graph import check_schema
 from graphrec.errors import GraphrecError
-from graphrec.schema import EDGE, ITEM, USER
+from graphrec.schema import EDGE, ITEM, SIMILAR, USER
 
 
 BACKENDS = ("symmetric", "autograd", "edge_index")
@@ -58,7 +58,10 @@ DEFAULT_BACKEND = "symmetric"
 def normalized_adjacency(graph: HeteroData, device: torch.device | str | None = None) -> Tensor:
     """``D^-1/2 A D^-1/2`` of the bipartite training graph as a ``[U+I, U+I]`` sparse CSR
     tensor (users first, then items). Nodes without edges have empty rows, not NaNs; a repeated
-    (user, item) pair counts twice, in the degrees and in its entry.
+    (user, item) pair counts twice, in the degrees and in its entry. When the graph has
+    item-item :data:`~graphrec.schema.SIMILAR` edges, they fill the item block ``S`` with their
+    ``edge_weight`` (and count by it in the degrees): graph-first cold start, an item without
+    interactions is reached through the items like it.
 
     Built straight into CSR (sort the keys, count the rows), so the result keeps only its three
     arrays alive: going through a coalesced COO tensor would leave the CSR's columns a view of
@@ -71,10 +74,18 @@ def normalized_adjacency(graph: HeteroData, device: torch.device | str | None = 
     n = num_users + num_items
     row = torch.cat([ei[0], ei[1] + num_users])  # user -> item and item -> user
     col = torch.cat([ei[1] + num_users, ei[0]])
-    deg = torch.bincount(row, minlength=n).float()
-    inv_sqrt = deg.clamp(min=1).rsqrt()
+    weight = None
+    if SIMILAR in graph.edge_types and graph[SIMILAR].num_edges:
+        si = graph[SIMILAR].edge_index.to(device) + num_users
+        sw = graph[SIMILAR].edge_weight.to(device).float()
+        weight = torch.cat([torch.ones(row.numel(), device=sw.device), sw])
+        row, col = torch.cat([row, si[0]]), torch.cat([col, si[1]])
+    deg = torch.bincount(row, weights=weight, minlength=n).float()
+    inv_sqrt = deg.clamp(min=1).rsqrt() if weight is None else torch.where(
+        deg > 0, deg.clamp(min=1e-12).rsqrt(), 0.0)
     keys, order = torch.sort(row * n + col)
-    value = (inv_sqrt[row] * inv_sqrt[col])[order]
+    value = inv_sqrt[row] * inv_sqrt[col]
+    value = (value if weight is None else value * weight)[order]
     del row, col, order
     keys, inverse = torch.unique_consecutive(keys, return_inverse=True)
     if keys.numel() < value.numel():  # repeated pairs: one entry holding their sum
@@ -326,8 +337,9 @@ def lightgcn_adjacency(graph: HeteroData, dim: int, backend: str = DEFAULT_BACKE
         raise GraphrecError(f"propagation: unknown backend {backend!r}; choose one of "
                             f"{', '.join(BACKENDS)}")
     adj = normalized_adjacency(graph, device)
-    if backend == "symmetric":
-        return blocked_adjacency(adj, dim, int(graph[USER].num_nodes))
+    if backend == "symmetric":  # an item block (similar edges) ends the bipartite banding
+        bipartite = SIMILAR not in graph.edge_types or not graph[SIMILAR].num_edges
+        return blocked_adjacency(adj, dim, int(graph[USER].num_nodes) if bipartite else None)
     if backend == "edge_index":
         coo = adj.to_sparse_coo()
         # symmetric, so rows and columns may be read either way round; PyG scatters need int64
