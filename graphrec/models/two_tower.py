@@ -31,6 +31,12 @@ whose items that are positives of a row's user are left out of that row's loss.
 
 In training the history aggregate of an example leaves out its positive item: at evaluation
 the held-out item is never in the history, so the tower must not learn to find it there.
+
+Cold start (:mod:`graphrec.models.coldstart`): users and items without a training
+interaction read a zero ID embedding (theirs was never trained as a positive), so a new item's
+tower is its features alone (``text_emb``, genres: ``serves_new_items`` when the item tower
+reads any) and a new user's tower is the history aggregate of the items given plus the user's
+side features; a user outside the data (no node, no features) folds in over the item vectors.
 """
 
 from __future__ import annotations
@@ -111,10 +117,11 @@ class TwoTowerConfig:
         self.layers = tuple(int(n) for n in self.layers)
 
 
-def _feature_layout(graph: HeteroData, selection: str) -> dict[str, list[dict[str, Any]]]:
+def _feature_layout(graph: HeteroData, selection: str,
+                    what: str = "two-tower") -> dict[str, list[dict[str, Any]]]:
     """The features the towers read, per node type, with what their modules need (vocabulary
-    sizes, widths, standardization); one-line errors for named features that are absent or
-    of a kind the towers cannot read."""
+    sizes, widths, standardization); one-line errors, naming the model ``what``, for named
+    features that are absent or of a kind the towers cannot read."""
     out: dict[str, list[dict[str, Any]]] = {USER: [], ITEM: []}
     if selection.strip() == "none":
         return out
@@ -131,18 +138,18 @@ def _feature_layout(graph: HeteroData, selection: str) -> dict[str, list[dict[st
             node, _, name = raw.rpartition(".")
             nodes = [node] if node else [n for n in (USER, ITEM) if raw in available[n]]
             if node and node not in (USER, ITEM):
-                raise GraphrecError(f"two-tower: feature {raw!r}: the prefix must be user. or item.")
+                raise GraphrecError(f"{what}: feature {raw!r}: the prefix must be user. or item.")
             if not nodes or name not in available[nodes[0]]:
                 have = ", ".join(f"{n}.{k}" for n in (USER, ITEM) for k in available[n]) or "none"
-                raise GraphrecError(f"two-tower: feature {raw!r} is not a node attribute of the "
+                raise GraphrecError(f"{what}: feature {raw!r} is not a node attribute of the "
                                     f"graph (it has: {have}); --set features=none trains on IDs")
             if len(nodes) > 1:
-                raise GraphrecError(f"two-tower: feature {raw!r} is on users and items; name "
+                raise GraphrecError(f"{what}: feature {raw!r} is on users and items; name "
                                     f"user.{raw} or item.{raw}")
             wanted.append((nodes[0], name))
     for node, name in wanted:
         value = available[node][name]
-        where = f"two-tower: feature {node}.{name}"
+        where = f"{what}: feature {node}.{name}"
         num = int(graph[node].num_nodes)
         if isinstance(value, list):
             raise GraphrecError(f"{where} is text; the towers read a text embedding stored as a "
