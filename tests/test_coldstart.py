@@ -392,3 +392,15 @@ def test_lightgcn_with_similar_edges_serves_cold_items(synth):
     assert torch.allclose(items[c], want, atol=1e-5) and items[c].abs().sum() > 0
     got = evaluate(model, s, "test", EvalConfig(ks=(10,), progress=False))
     assert got["users"] > 0
+
+
+@pytest.mark.parametrize("name,added", [
+    ("bpr", ("similar_edges", "similar_weight")),
+    ("two-tower", ("similar_edges", "similar_weight", "user_known", "item_known")),
+])
+def test_checkpoints_from_before_cold_start_still_load(name, added):
+    """A state saved before the cold-start buffers existed loads, with their initial values."""
+    old = {k: v for k, v in build_model(name, 5, 7).state_dict().items() if k not in added}
+    model = build_model(name, 5, 7)
+    model.load_state_dict(old)
+    assert model.similar_edges.numel() == 0 and not model.serves_new_items()

@@ -81,6 +81,9 @@ class Recommender(torch.nn.Module, ABC):
     #: ``"history"`` (scores from the given history), ``"fold-in"`` (a retriever: a user vector
     #: from the history's item vectors) or ``"none"``
     new_users: ClassVar[str] = "none"
+    #: buffers added after checkpoints were first written: a saved state without them loads
+    #: with their initial values
+    optional_state: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, num_users: int, num_items: int) -> None:
         super().__init__()
@@ -97,6 +100,9 @@ class Recommender(torch.nn.Module, ABC):
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
+        for name in self.optional_state:
+            if prefix + name not in state_dict and self._buffers.get(name) is not None:
+                state_dict[prefix + name] = self._buffers[name]
         # Closed-form models size their buffers from the training data, so a fresh instance
         # cannot know the shapes yet: take them from the saved state.
         for name, buf in list(self._buffers.items()):

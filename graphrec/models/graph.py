@@ -53,6 +53,9 @@ class GraphModel(Recommender):
     score pairs directly) and ``forward``.
     """
 
+    # older checkpoints lack these (they then hold their initial values: none, all known)
+    optional_state = ("similar_edges", "similar_weight", "user_known", "item_known")
+
     def __init__(self, num_users: int, num_items: int, dim: int, num_layers: int,
                  layer_weights: Sequence[float] | None = None, init_std: float = 0.1,
                  propagation: str = "symmetric") -> None:
