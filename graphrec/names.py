@@ -6,7 +6,8 @@ from __future__ import annotations
 
 #: registered model names, in the order ``--help`` lists them (``graphrec.models.REGISTRY``)
 MODEL_NAMES = ("pop", "random", "graph-filter", "lightgcn", "bpr", "mf", "ncf", "mlp-rating",
-               "sasrec", "bert4rec", "two-tower", "content-knn")
+               "sasrec", "bert4rec", "two-tower", "content-knn",
+               "hybrid")
 #: other names accepted for a model
 MODEL_ALIASES = {"gfcf": "graph-filter"}
 #: ``--format`` values (``graphrec.data.readers``)

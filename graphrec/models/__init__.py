@@ -11,6 +11,7 @@ from graphrec.models.base import Ranker, Recommender, Retriever
 from graphrec.models.bert4rec import BERT4Rec, BERT4RecConfig
 from graphrec.models.content_knn import ContentKNN, ContentKNNConfig
 from graphrec.models.graph_filter import GraphFilter, GraphFilterConfig
+from graphrec.models.hybrid import Hybrid, HybridConfig
 from graphrec.models.lightgcn import BPRConfig, LightGCN, LightGCNConfig
 from graphrec.models.mf import MF, MFConfig
 from graphrec.models.ncf import NCF, MLPRating, MLPRatingConfig, NCFConfig
@@ -33,6 +34,7 @@ REGISTRY: dict[str, tuple[type[Recommender], type]] = {
     "bert4rec": (BERT4Rec, BERT4RecConfig),
     "two-tower": (TwoTower, TwoTowerConfig),
     "content-knn": (ContentKNN, ContentKNNConfig),
+    "hybrid": (Hybrid, HybridConfig),
 }
 ALIASES = MODEL_ALIASES
 assert tuple(REGISTRY) == MODEL_NAMES, "graphrec.names.MODEL_NAMES lists the registry"

@@ -17,8 +17,8 @@ a :class:`~graphrec.batches.History`. What a model does with it is its class con
   one-line error says so.
 
 An item absent from training has no learned ID vector; only a model whose item scores come
-from content can rank it (``serves_new_items()``): content kNN, the two-tower model when its
-item tower reads features, and random (the floor; popularity has counted none of them). Others raise a one-line
+from content can rank it (``serves_new_items()``): content kNN, the two-tower and hybrid models
+when their item side reads features, and random (the floor; popularity has counted none of them). Others raise a one-line
 error naming the model and what it needs.
 """
 
@@ -77,7 +77,7 @@ class NewUsers:
             raise GraphrecError(f"model {type(model).__name__} cannot serve a user it was not "
                                 "trained on: it needs a learned user ID embedding; use a model "
                                 "that folds in or reads the history (mf, bpr, lightgcn, "
-                                "graph-filter, sasrec, two-tower, content-knn)")
+                                "graph-filter, sasrec, two-tower, content-knn, hybrid)")
         if method not in FOLD_IN:
             raise GraphrecError(f"--fold-in: one of {', '.join(FOLD_IN)}, got {method!r}")
         if outside and getattr(model, "reads_user_nodes", False):
@@ -122,7 +122,7 @@ def check_new_items(model: Any) -> None:
     if serves is None or not serves():
         raise GraphrecError(f"model {type(model).__name__} cannot rank items it was not trained "
                             "on: it scores items by learned ID vectors; cold items need content "
-                            "(content-knn, or two-tower whose item tower reads text_emb or side "
+                            "(content-knn, or two-tower or hybrid reading text_emb or side "
                             "features: convert with --text-cols)")
 
 

@@ -17,6 +17,9 @@ which takes cosine similarities.
   can be appended as columns: mixed negatives (Yang et al., WWW 2020).
 * :func:`ccl`: the cosine contrastive loss of SimpleX (Mao et al., CIKM 2021),
   ``(1 - pos) + w / M * sum(relu(neg - margin))``.
+* :func:`warp`: WARP (Weston, Bengio & Usunier, IJCAI 2011), a margin loss weighted by an
+  estimate of the positive's rank from how many sampled negatives it took to find one that
+  violates the margin; a batched form over a fixed number of negatives.
 
 Every loss over ``neg [N, M]`` takes an optional ``hits [N, M]`` (bool): entries that are not
 negatives (a shared pool's items that the row's user has as training positives). They are left
@@ -139,6 +142,36 @@ def ccl(pos: Tensor, neg: Tensor, margin: float = 0.9, neg_weight: float = 1.0,
     return ((1 - pos) + neg_weight * per_row).mean()
 
 
+def warp(pos: Tensor, neg: Tensor, num_items: int, margin: float = 1.0,
+         hits: Tensor | None = None) -> Tensor:
+    """WARP over ``M`` sampled negatives per example, batched. Weston et al. draw negatives one
+    at a time until one violates the margin (``neg > pos - margin``); if that took ``k``
+    draws, the positive's rank is estimated as ``r = floor((num_items - 1) / k)`` and the
+    violator's hinge ``margin - pos + neg`` is weighted by ``L(r) = sum_{j <= r} 1 / j``, which
+    pushes a positive ranked low harder than one near the top. Here all ``M`` negatives are
+    scored at once: ``k`` is the (1-based) position of the first violator among them, the
+    hinge is that of the hardest violator (the most informative of the ``M``, where the
+    sequential sampler would have stopped at the first), and an example with no violator
+    among ``M`` (rank estimated better than ``(num_items - 1) / M``) costs nothing. Mean over
+    the ``N`` examples; ``hits`` entries are not negatives and do not count as draws.
+    (LightFM weights by ``log r``, about ``L(r) - 0.58``.)"""
+    _check(pos, neg, "WARP", hits)
+    if num_items < 2:
+        raise GraphrecError(f"warp: needs at least 2 items, got {num_items}")
+    violating = neg > (pos.unsqueeze(1) - margin)  # [N, M]
+    draws = torch.arange(1, neg.size(1) + 1, device=neg.device).expand_as(neg)  # 1-based
+    if hits is not None:
+        violating = violating & ~hits
+        draws = (~hits).cumsum(1)  # position among the real negatives
+    found = violating.any(1)  # [N]
+    first = draws.gather(1, violating.int().argmax(1, keepdim=True)).squeeze(1).clamp_min(1)
+    rank = torch.div(num_items - 1, first, rounding_mode="floor").clamp_min(1)
+    weight = torch.special.digamma(rank.double() + 1) + 0.5772156649015329  # H_r
+    hardest = neg.masked_fill(~violating, float("-inf")).max(1).values
+    hinge = torch.where(found, margin - pos + hardest.where(found, pos), torch.zeros_like(pos))
+    return (weight.to(pos.dtype) * hinge).mean()
+
+
 __all__ = [
     "PAIR_LOSSES",
     "bce",
@@ -148,4 +181,5 @@ __all__ = [
     "in_batch_softmax",
     "pair_loss",
     "sampled_softmax",
+    "warp",
 ]
