@@ -161,3 +161,38 @@ def test_pipeline_quick(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "pipeline_synthetic.jsonl").read_text().splitlines()]
     assert any(r.get("what", "").startswith("pipeline") for r in records)
     assert {r["method"] for r in records if "method" in r} == {"mmr", "dpp"}
+
+
+def test_coldstart_quick(tmp_path):
+    import pytest
+
+    pytest.importorskip("lightfm", reason="the LightFM comparison needs pip install lightfm")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "coldstart.py"), "--quick",
+                           "--work", str(tmp_path / "work"), "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    records = [json.loads(line) for line in
+               (tmp_path / "coldstart_synthetic.jsonl").read_text().splitlines()]
+    rows = [r for r in records if not r.get("meta")]
+    assert {r["section"] for r in records} == {"cold-items", "cold-users", "llm-stage"}
+    items = {r["model"]: r for r in rows if r["section"] == "cold-items" and "ndcg@20" in r}
+    assert {"content-knn", "two-tower", "random", "oracle-pop"} <= set(items)
+    assert {r["identity"] for r in rows if r.get("model") == "lightfm"} == {True, False}
+    users = {r["users"] for r in items.values()}
+    assert len(users) == 1  # every row ranks the same cold items for the same users
+    folds = [r for r in rows if r.get("fold_in")]
+    assert {r["fold_in"] for r in folds} == {"mean", "ls"} and sum(r["headline"] for r in folds) == 1
+    assert all(r["check_mean_vs_run"] < 1e-6 for r in folds)  # the checkpoint reproduces the run
+    for r in rows:
+        for key in ("recall@20", "ndcg@20", "test_ndcg@20"):
+            if key in r:
+                assert 0 <= r[key] <= 1
+    stage = [r for r in rows if r["section"] == "llm-stage"]
+    assert sum(r["chosen"] for r in stage) == 1
+    assert next(r for r in stage if r["alpha"] == 1.0)["delta_ndcg@20"] == 0
+    speed = [json.loads(line) for line in
+             (tmp_path / "coldstart_speed_synthetic.jsonl").read_text().splitlines()]
+    lat = [r for r in speed if r.get("what") == "recommend_new"]
+    assert {r["fold_in"] for r in lat} == {"mean", "ls"}
+    assert all(0 < r["p50_ms"] <= r["p99_ms"] for r in lat)
+    assert (tmp_path / "coldstart_synthetic.md").read_text().startswith("# Cold start")
