@@ -116,6 +116,8 @@ def train_run(graph: Path, out: Path, model: str, split_args: list[str],
     if not (out / "metrics.json").exists():
         argv = ["--model", model, "--data", str(graph), "--out", str(out), "--no-progress",
                 "--overwrite"] + split_args + extra
+        if (out / "trainer_state.pt").exists():  # stopped before: continue it
+            argv = ["--resume", str(out), "--no-progress"]
         err = io.StringIO()
 
         class Tee(io.TextIOBase):
@@ -126,6 +128,8 @@ def train_run(graph: Path, out: Path, model: str, split_args: list[str],
         start = time.perf_counter()
         with contextlib.redirect_stderr(Tee()):
             code = run(train.main, argv)
+        if code in (130, 143):  # interrupted (Ctrl-C, SIGTERM): stop here, resumable
+            raise SystemExit(f"{out}: training interrupted; run the same command again to resume")
         if code != 0:
             lines = [ln for ln in err.getvalue().splitlines() if ln.startswith(("error", "internal"))]
             return {"run": str(out), "error": (lines or [f"exit {code}"])[-1]}
@@ -565,62 +569,74 @@ def bootstrap(d: Any, rounds: int = 2000, seed: int = 0) -> tuple[float, float]:
 
 
 def llm_stage(args: argparse.Namespace) -> int:
+    """The re-ranker on the best cold-users retriever (and on popularity, when its list is
+    better still: a re-ranker can personalise it)."""
     from graphrec.data.graph import load
 
     graph = graph_file(args)
     ds = load(graph)
-    best = best_cold_user(cold_users_table(args, graph, ds))
+    table = cold_users_table(args, graph, ds)
+    best = best_cold_user(table)
     if best is None:
         raise SystemExit("no cold-users retriever ran")
-    model, fold = best["model"], best.get("fold_in", "mean")
+    pop = next((r for r in table if r["model"] == "pop" and "ndcg@20" in r), None)
     base = Path(args.work) / ("synthetic" if args.quick else "ml100k") / "cold-users"
-    extra = QUICK["train"] if args.quick and model not in ("content-knn", "graph-filter") else []
-    val_run = train_run(graph, base / "seed1" / model, model, cold_user_split_args(1), extra)
-    if "error" in val_run:
-        raise SystemExit(f"{model} on the validation draw: {val_run['error']}")
     alphas = QUICK["alphas"] if args.quick else ALPHAS
-    valid = rerank_eval(Path(val_run["run"]), ds, fold, alphas)
-    test = rerank_eval(Path(best["run"]), ds, fold, alphas)
-    chosen = max(alphas, key=lambda a: (float(valid[a]["ndcg"].mean()), a))  # ties: more alpha
-    rows = []
-    for a in alphas:
-        lo, hi = bootstrap(test[a]["ndcg"] - test[1.0]["ndcg"])
-        rows.append({"alpha": a, "chosen": a == chosen, "valid_ndcg@20": float(valid[a]["ndcg"].mean()),
-                     "test_ndcg@20": float(test[a]["ndcg"].mean()),
-                     "test_recall@20": float(test[a]["recall"].mean()),
-                     "delta_ndcg@20": float((test[a]["ndcg"] - test[1.0]["ndcg"]).mean()),
-                     "delta_ci95": [lo, hi]})
-        print(json.dumps(rows[-1]), flush=True)
-    info = meta(args, "llm-stage", retriever=best["what"], model=model, fold_in=fold,
-                retriever_ndcg=best["ndcg@20"],
-                candidate_recall=test["candidate_recall"], users=test["users"],
-                valid_users=valid["users"], valid_candidate_recall=valid["candidate_recall"])
-    write(args, "llm-stage", info, rows)
+    rows, retrievers = [], []
+    for top in [best] + ([pop] if pop and pop["ndcg@20"] > best["ndcg@20"] else []):
+        model, fold = top["model"], top.get("fold_in", "mean")
+        extra = QUICK["train"] if args.quick and model not in ("content-knn", "graph-filter", "pop") else []
+        val_run = train_run(graph, base / "seed1" / model, model, cold_user_split_args(1), extra)
+        if "error" in val_run:
+            raise SystemExit(f"{model} on the validation draw: {val_run['error']}")
+        valid = rerank_eval(Path(val_run["run"]), ds, fold, alphas)
+        test = rerank_eval(Path(top["run"]), ds, fold, alphas)
+        chosen = max(alphas, key=lambda a: (float(valid[a]["ndcg"].mean()), a))  # ties: more alpha
+        retrievers.append({"what": top["what"], "model": model, "fold_in": fold,
+                           "ndcg@20": top["ndcg@20"], "candidate_recall": test["candidate_recall"],
+                           "users": test["users"], "valid_users": valid["users"],
+                           "valid_candidate_recall": valid["candidate_recall"]})
+        for a in alphas:
+            lo, hi = bootstrap(test[a]["ndcg"] - test[1.0]["ndcg"])
+            rows.append({"retriever": top["what"], "alpha": a, "chosen": a == chosen,
+                         "valid_ndcg@20": float(valid[a]["ndcg"].mean()),
+                         "test_ndcg@20": float(test[a]["ndcg"].mean()),
+                         "test_recall@20": float(test[a]["recall"].mean()),
+                         "delta_ndcg@20": float((test[a]["ndcg"] - test[1.0]["ndcg"]).mean()),
+                         "delta_ci95": [lo, hi]})
+            print(json.dumps(rows[-1]), flush=True)
+    write(args, "llm-stage", meta(args, "llm-stage", retrievers=retrievers), rows)
     return 0
 
 
-def render_llm_stage(info: dict[str, Any], rows: list[dict[str, Any]]) -> list[str]:
-    chosen = next(r for r in rows if r["chosen"])
-    base = next(r for r in rows if r["alpha"] == 1.0)
+def render_llm_stage(info: dict[str, Any], all_rows: list[dict[str, Any]]) -> list[str]:
     lines = ["## The semantic re-ranker on new users (`--llm-stage`)", "",
-             f"`{info['command']}` at commit {info['commit']}. Retriever: {info['retriever']} "
-             f"(the best row of the cold-users table, NDCG@20 {info['retriever_ndcg']:.4f}), its "
-             f"top {N} candidates per cold user scored from the 5 onboarding items (candidate "
-             f"recall@{N} {info['candidate_recall']:.4f}), re-ranked to {K} by "
-             "`alpha * minmax(score) + (1 - alpha) * minmax(cos(text_emb, mean text_emb of the "
-             "onboarding items))` (graphrec.serve.semantic). alpha chosen on the seed-1 draw "
-             f"({info['valid_users']} cold users, its own run), reported on the seed-0 test "
-             f"({info['users']} users); Δ against alpha = 1 with a 95% paired bootstrap interval.", "",
-             f"**Chosen alpha = {chosen['alpha']}: test NDCG@20 {base['test_ndcg@20']:.4f} → "
-             f"{chosen['test_ndcg@20']:.4f} ({chosen['delta_ndcg@20']:+.4f}, 95% CI "
-             f"[{chosen['delta_ci95'][0]:+.4f}, {chosen['delta_ci95'][1]:+.4f}]), Recall@20 "
-             f"{base['test_recall@20']:.4f} → {chosen['test_recall@20']:.4f}.**", "",
-             "| alpha | valid NDCG@20 | test NDCG@20 | Δ NDCG@20 (95% CI) | test Recall@20 |",
-             "|---:|---:|---:|---|---:|"]
-    for r in rows:
-        lines.append(f"| {r['alpha']} | {r['valid_ndcg@20']:.4f} | {r['test_ndcg@20']:.4f} | "
-                     f"{r['delta_ndcg@20']:+.4f} [{r['delta_ci95'][0]:+.4f}, {r['delta_ci95'][1]:+.4f}]"
-                     f"{' ← chosen' if r['chosen'] else ''} | {r['test_recall@20']:.4f} |")
+             f"`{info['command']}` at commit {info['commit']}. The retriever's top {N} "
+             "candidates per cold user, scored from the 5 onboarding items (those excluded), "
+             f"re-ranked to {K} by `alpha * minmax(score) + (1 - alpha) * minmax(cos(text_emb, "
+             "mean text_emb of the onboarding items))` (graphrec.serve.semantic). alpha chosen "
+             "on the seed-1 draw (the retriever's own run there), reported on the seed-0 test; "
+             "Δ against alpha = 1 with a 95% paired bootstrap interval over users. Retrievers: "
+             "the best personalised row of the cold-users table, and popularity too where its "
+             "list scores higher (re-ranking by text is then what personalises it)."]
+    for ret in info["retrievers"]:
+        rows = [r for r in all_rows if r["retriever"] == ret["what"]]
+        chosen = next(r for r in rows if r["chosen"])
+        base = next(r for r in rows if r["alpha"] == 1.0)
+        lines += ["", f"### On {ret['what']}", "",
+                  f"NDCG@20 {ret['ndcg@20']:.4f} in the cold-users table; candidate recall@{N} "
+                  f"{ret['candidate_recall']:.4f}; {ret['users']} test users, "
+                  f"{ret['valid_users']} validation users.", "",
+                  f"**Chosen alpha = {chosen['alpha']}: test NDCG@20 {base['test_ndcg@20']:.4f} → "
+                  f"{chosen['test_ndcg@20']:.4f} ({chosen['delta_ndcg@20']:+.4f}, 95% CI "
+                  f"[{chosen['delta_ci95'][0]:+.4f}, {chosen['delta_ci95'][1]:+.4f}]), Recall@20 "
+                  f"{base['test_recall@20']:.4f} → {chosen['test_recall@20']:.4f}.**", "",
+                  "| alpha | valid NDCG@20 | test NDCG@20 | Δ NDCG@20 (95% CI) | test Recall@20 |",
+                  "|---:|---:|---:|---|---:|"]
+        for r in rows:
+            lines.append(f"| {r['alpha']} | {r['valid_ndcg@20']:.4f} | {r['test_ndcg@20']:.4f} | "
+                         f"{r['delta_ndcg@20']:+.4f} [{r['delta_ci95'][0]:+.4f}, {r['delta_ci95'][1]:+.4f}]"
+                         f"{' ← chosen' if r['chosen'] else ''} | {r['test_recall@20']:.4f} |")
     warm = DEFAULT_RESULTS / "semantic_rerank_ml100k.jsonl"
     if warm.exists():
         recs = [json.loads(ln) for ln in warm.read_text().splitlines()]
