@@ -4,7 +4,8 @@ of the new-user path.
 ml-100k is converted once into the work folder with ``--text-cols movie_title,class`` (MiniLM
 text embeddings, :mod:`graphrec.data.text`). Every graphrec model is a run of ``python -m
 graphrec.train --data GRAPH.pt --split cold-items|cold-users`` at the library's defaults,
-reused when the work folder has its metrics; everything else is evaluated here by graphrec's own
+reused when the work folder has its metrics and the model's defaults have not changed since
+(an interrupted run is resumed); everything else is evaluated here by graphrec's own
 evaluator (:func:`graphrec.evaluation.evaluator.evaluate`) on the same split, so the protocol is
 identical.
 
@@ -69,8 +70,10 @@ COLD_ITEM_MODELS = ("content-knn", "two-tower", "hybrid", "lightgcn-similar", "r
 FOLD_MODELS = ("lightgcn", "mf", "bpr")
 HISTORY_MODELS = ("sasrec", "two-tower", "graph-filter", "content-knn")
 ALPHAS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.7, 0.6, 0.5, 0.3, 0.0)
-LIGHTFM = {"no_components": 64, "loss": "warp", "learning_rate": 0.05, "epochs": (1, 2, 3, 5, 10, 20, 30)}
-QUICK = {"train": ["--epochs", "1"], "lightfm": {**LIGHTFM, "no_components": 16, "epochs": (1, 2)},
+LIGHTFM = {"no_components": 64, "loss": "warp", "learning_rate": (0.05, 0.01),
+           "epochs": (1, 2, 3, 5, 10, 20, 30)}
+QUICK = {"train": ["--epochs", "1"],
+         "lightfm": {**LIGHTFM, "no_components": 16, "learning_rate": (0.05,), "epochs": (1, 2)},
          "alphas": (1.0, 0.8, 0.0), "users": 50, "big": (2000, 3000)}
 SECTIONS = ("cold-items", "cold-users", "llm-stage")
 
@@ -113,6 +116,10 @@ def train_run(graph: Path, out: Path, model: str, split_args: list[str],
     from graphrec import train
     from graphrec.cli import run
 
+    if (out / "metrics.json").exists() and stale(out, model, extra):
+        print(f"{out}: the library's defaults of {model} changed since this run: retraining", flush=True)
+        (out / "metrics.json").unlink()
+        (out / "trainer_state.pt").unlink(missing_ok=True)
     if not (out / "metrics.json").exists():
         argv = ["--model", model, "--data", str(graph), "--out", str(out), "--no-progress",
                 "--overwrite"] + split_args + extra
@@ -135,6 +142,20 @@ def train_run(graph: Path, out: Path, model: str, split_args: list[str],
             return {"run": str(out), "error": (lines or [f"exit {code}"])[-1]}
         print(f"trained {out.name} in {time.perf_counter() - start:.0f} s", flush=True)
     return {"run": str(out), "metrics": json.loads((out / "metrics.json").read_text())}
+
+
+def stale(out: Path, model: str, extra: list[str]) -> bool:
+    """Whether a run's model options or training defaults differ from the library's defaults
+    now (with the ``--set`` options of ``extra``): others tune defaults while runs are kept."""
+    from graphrec.config import model_train_defaults, parse_option
+    from graphrec.models import model_config
+
+    saved = json.loads((out / "config.json").read_text())
+    sets = dict(parse_option(v) for flag, v in zip(extra, extra[1:]) if flag == "--set")
+    now = json.loads(json.dumps(dataclasses.asdict(model_config(model, sets))))
+    given = {f"--{k.replace('_', '-')}" for k in model_train_defaults(model)} & set(extra)
+    train = {k: v for k, v in model_train_defaults(model).items() if f"--{k.replace('_', '-')}" not in given}
+    return now != saved["model_options"] or any(saved["train"].get(k) != v for k, v in train.items())
 
 
 def run_split(run: Path, ds: Any) -> Any:
@@ -256,17 +277,22 @@ def lightfm_fit_eval(parts: Any, features: Any, settings: dict[str, Any], checkp
 
 
 def lightfm_rows(work: Path, ds: Any, parts: Any, settings: dict[str, Any], threads: int) -> list[dict[str, Any]]:
-    """LightFM with and without identity features: epochs chosen on a validation draw of cold
-    items among the training items (seed 1), then refitted on the training part and tested.
-    Cached in the work folder under its settings."""
+    """LightFM with and without identity features: learning rate and epochs chosen on a
+    validation draw of cold items among the training items (seed 1), then refitted on the
+    training part and tested. Every fit is cached in the work folder under its settings."""
     import torch
 
     from graphrec.split import SplitConfig, split
 
-    cache = work / "lightfm.json"
-    key = json.dumps({**settings, "epochs": list(settings["epochs"]), "threads": threads})
-    if cache.exists() and json.loads(cache.read_text())["key"] == key:
-        return json.loads(cache.read_text())["rows"]
+    path = work / "lightfm.json"
+    cache = json.loads(path.read_text()) if path.exists() else {}
+    cache = {"valid": cache.get("valid", {}), "test": cache.get("test", {})}
+
+    def key(identity: bool, lr: float, **more: Any) -> str:
+        return json.dumps({"identity": identity, "learning_rate": lr, "no_components":
+                           settings["no_components"], "loss": settings["loss"],
+                           "epochs": list(settings["epochs"]), "threads": threads, **more})
+
     inner = split(parts.train, SplitConfig(method="cold-items", test_ratio=0.2, valid_ratio=0.0, seed=1))
     warm = torch.ones(ds.num_items, dtype=torch.bool)
     warm[parts.cold_items] = False  # the test's cold items are no validation candidates
@@ -274,18 +300,32 @@ def lightfm_rows(work: Path, ds: Any, parts: Any, settings: dict[str, Any], thre
     rows = []
     for identity in (True, False):
         feats = lightfm_features(ds.graph, identity)
-        valid = lightfm_fit_eval(inner, feats, settings, tuple(settings["epochs"]), threads)
-        best = max(valid, key=lambda e: valid[e]["ndcg@20"])
-        test = lightfm_fit_eval(parts, feats, settings, (best,), threads)[best]
+        valid = {}
+        for lr in settings["learning_rate"]:
+            k = key(identity, lr)
+            if k not in cache["valid"]:
+                fits = lightfm_fit_eval(inner, feats, {**settings, "learning_rate": lr},
+                                        tuple(settings["epochs"]), threads)
+                cache["valid"][k] = {str(e): m["ndcg@20"] for e, m in fits.items()}
+                cache["valid"][k]["users"] = next(iter(fits.values()))["users"]
+                path.write_text(json.dumps(cache))
+            valid.update({(lr, int(e)): v for e, v in cache["valid"][k].items() if e != "users"})
+        lr, epochs = max(valid, key=lambda g: (valid[g], g[0], -g[1]))  # ties: larger lr, fewer epochs
+        k = key(identity, lr, chosen=epochs)
+        if k not in cache["test"]:
+            cache["test"][k] = lightfm_fit_eval(parts, feats, {**settings, "learning_rate": lr},
+                                                (epochs,), threads)[epochs]
+            path.write_text(json.dumps(cache))
+        test = cache["test"][k]
         rows.append({"what": "LightFM WARP, item features " + ("identity + " if identity else "")
                      + "genres + text_emb", "model": "lightfm", "identity": identity,
-                     "epochs": best, "recall@20": test["recall@20"], "ndcg@20": test["ndcg@20"],
-                     "users": test["users"], "fit_seconds": test["fit_seconds"],
-                     "valid": {str(e): v["ndcg@20"] for e, v in valid.items()},
-                     "valid_users": next(iter(valid.values()))["users"],
+                     "learning_rate": lr, "epochs": epochs, "recall@20": test["recall@20"],
+                     "ndcg@20": test["ndcg@20"], "users": test["users"],
+                     "fit_seconds": test["fit_seconds"],
+                     "valid": {f"{g[0]}/{g[1]}": v for g, v in sorted(valid.items())},
+                     "valid_users": cache["valid"][key(identity, lr)]["users"],
                      "valid_items": int(inner.cold_items.numel()), "features": int(feats.shape[1])})
         print(json.dumps(rows[-1]), flush=True)
-    cache.write_text(json.dumps({"key": key, "rows": rows}))
     return rows
 
 
@@ -354,9 +394,10 @@ def render_cold_items(info: dict[str, Any], rows: list[dict[str, Any]]) -> list[
              "row). graphrec models: runs at their defaults (10% of the warm interactions held "
              "out for early stopping where trained). LightFM "
              f"{info['lightfm_version']} (WARP, {info['lightfm_settings']['no_components']} "
-             f"components, learning rate {info['lightfm_settings']['learning_rate']}, user "
-             "identity features) fits every warm interaction; its epochs chosen from "
-             f"{list(info['lightfm_settings']['epochs'])} on a validation draw (seed 1: 20% of "
+             f"components, user identity features, {info['threads']} threads) fits every warm "
+             "interaction; its learning rate from "
+             f"{list(info['lightfm_settings']['learning_rate'])} and epochs from "
+             f"{list(info['lightfm_settings']['epochs'])} chosen on a validation draw (seed 1: 20% of "
              "the items, the warm ones among them as cold candidates, LightFM refitted without "
              "them), then refitted and scored by `model.predict` over the cold items.", "",
              "| model | Recall@20 | NDCG@20 | users | fit s |", "|---|---:|---:|---:|---:|"]
@@ -366,7 +407,7 @@ def render_cold_items(info: dict[str, Any], rows: list[dict[str, Any]]) -> list[
         elif "error" in r:
             lines.append(f"| {r['what']} | failed: {r['error']} | | | |")
         else:
-            extra = f" ({r['epochs']} epochs)" if r["model"] == "lightfm" else ""
+            extra = (f" (lr {r['learning_rate']}, {r['epochs']} epochs)" if r["model"] == "lightfm" else "")
             fit = f"{r['fit_seconds']:.0f}" if "fit_seconds" in r else "–"
             lines.append(f"| {r['what']}{extra} | {r['recall@20']:.4f} | {r['ndcg@20']:.4f} | "
                          f"{r['users']} | {fit} |")
@@ -386,12 +427,17 @@ def render_cold_items(info: dict[str, Any], rows: list[dict[str, Any]]) -> list[
                   f"{best['recall@20'] / oracle['recall@20']:.2f}x: "
                   f"**{'yes' if best['ndcg@20'] >= 3 * oracle['ndcg@20'] else 'no'}**"]
     if lfm:
-        lines += ["", "LightFM's validation NDCG@20 by epochs (the chosen in bold):", "",
-                  "| variant | " + " | ".join(f"{e} ep" for e in lfm[0]["valid"]) + " |",
-                  "|---|" + "---:|" * len(lfm[0]["valid"])]
+        epochs = sorted({int(g.split("/")[1]) for g in lfm[0]["valid"]})
+        lines += ["", "LightFM's validation NDCG@20 by learning rate and epochs (the chosen in bold; "
+                  "hogwild threads make a refit differ slightly from run to run):", "",
+                  "| variant | lr | " + " | ".join(f"{e} ep" for e in epochs) + " |",
+                  "|---|---:|" + "---:|" * len(epochs)]
         for r in lfm:
-            cells = [f"**{v:.4f}**" if int(e) == r["epochs"] else f"{v:.4f}" for e, v in r["valid"].items()]
-            lines.append(f"| {'with' if r['identity'] else 'without'} identity | " + " | ".join(cells) + " |")
+            for lr in sorted({float(g.split("/")[0]) for g in r["valid"]}, reverse=True):
+                cells = [(f"**{r['valid'][f'{lr}/{e}']:.4f}**" if (lr, e) == (r["learning_rate"], r["epochs"])
+                          else f"{r['valid'][f'{lr}/{e}']:.4f}") for e in epochs]
+                lines.append(f"| {'with' if r['identity'] else 'without'} identity | {lr} | "
+                             + " | ".join(cells) + " |")
         lines += ["", f"(validation: {lfm[0]['valid_items']} warm items as cold candidates, "
                   f"{lfm[0]['valid_users']} users; {lfm[0]['features']} item features with identity. "
                   "A cold item's identity embedding and bias stay at their initial values: "
