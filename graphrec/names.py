@@ -7,7 +7,11 @@ from __future__ import annotations
 #: registered model names, in the order ``--help`` lists them (``graphrec.models.REGISTRY``)
 MODEL_NAMES = ("pop", "random", "graph-filter", "lightgcn", "bpr", "mf", "ncf", "mlp-rating",
                "sasrec", "bert4rec", "two-tower", "content-knn",
-               "hybrid")
+               "hybrid",
+               # neighbourhood and linear baselines
+               "itemknn", "userknn", "ease", "slim", "ials",
+               # explicit-rating baselines (Surprise's) and GC-MC
+               "baseline-only", "svd", "svdpp", "nmf", "knn-baseline", "gcmc")
 #: other names accepted for a model
 MODEL_ALIASES = {"gfcf": "graph-filter"}
 #: ``--format`` values (``graphrec.data.readers``)

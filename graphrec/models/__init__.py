@@ -6,19 +6,29 @@ from dataclasses import fields
 from typing import Any
 
 from graphrec.errors import GraphrecError
-from graphrec.names import MODEL_ALIASES, MODEL_NAMES
 from graphrec.models.base import Ranker, Recommender, Retriever
+from graphrec.models.baseline_only import BaselineOnly, BaselineOnlyConfig
 from graphrec.models.bert4rec import BERT4Rec, BERT4RecConfig
 from graphrec.models.content_knn import ContentKNN, ContentKNNConfig
+from graphrec.models.ease import EASE, EASEConfig
+from graphrec.models.gcmc import GCMC, GCMCConfig
 from graphrec.models.graph_filter import GraphFilter, GraphFilterConfig
 from graphrec.models.hybrid import Hybrid, HybridConfig
+from graphrec.models.ials import IALS, IALSConfig
+from graphrec.models.knn import ItemKNN, ItemKNNConfig, UserKNN, UserKNNConfig
+from graphrec.models.knn_baseline import KNNBaseline, KNNBaselineConfig
 from graphrec.models.lightgcn import BPRConfig, LightGCN, LightGCNConfig
 from graphrec.models.mf import MF, MFConfig
 from graphrec.models.ncf import NCF, MLPRating, MLPRatingConfig, NCFConfig
+from graphrec.models.nmf import NMF, NMFConfig
 from graphrec.models.pop import PopConfig, Popularity
 from graphrec.models.random import RandomConfig, RandomRecommender
 from graphrec.models.sasrec import SASRec, SASRecConfig
+from graphrec.models.slim import SLIM, SLIMConfig
+from graphrec.models.svd import SVD, SVDConfig
+from graphrec.models.svdpp import SVDpp, SVDppConfig
 from graphrec.models.two_tower import TwoTower, TwoTowerConfig
+from graphrec.names import MODEL_ALIASES, MODEL_NAMES
 from graphrec.options import checked
 
 REGISTRY: dict[str, tuple[type[Recommender], type]] = {
@@ -35,6 +45,17 @@ REGISTRY: dict[str, tuple[type[Recommender], type]] = {
     "two-tower": (TwoTower, TwoTowerConfig),
     "content-knn": (ContentKNN, ContentKNNConfig),
     "hybrid": (Hybrid, HybridConfig),
+    "itemknn": (ItemKNN, ItemKNNConfig),
+    "userknn": (UserKNN, UserKNNConfig),
+    "ease": (EASE, EASEConfig),
+    "slim": (SLIM, SLIMConfig),
+    "ials": (IALS, IALSConfig),
+    "baseline-only": (BaselineOnly, BaselineOnlyConfig),
+    "svd": (SVD, SVDConfig),
+    "svdpp": (SVDpp, SVDppConfig),
+    "nmf": (NMF, NMFConfig),
+    "knn-baseline": (KNNBaseline, KNNBaselineConfig),
+    "gcmc": (GCMC, GCMCConfig),
 }
 ALIASES = MODEL_ALIASES
 assert tuple(REGISTRY) == MODEL_NAMES, "graphrec.names.MODEL_NAMES lists the registry"
