@@ -28,6 +28,8 @@ COMMANDS = {
     "pipeline": ("graphrec.pipeline", "fit, evaluate and run a retrieval -> ranking -> re-ranking pipeline"),
     "serve": ("graphrec.serve.__main__", "serve a trained run over HTTP (needs graphrec[serve])"),
     "plot": ("graphrec.plot", "plots of a trained run: plot embeddings (needs graphrec[plot])"),
+    "compare": ("graphrec.compare", "paired significance tests of two runs, user by user"),
+    "tune": ("graphrec.tune", "hyper-parameter search with Optuna, resumable (needs graphrec[tune])"),
 }
 
 

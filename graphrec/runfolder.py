@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 LOCK_NAME = ".lock"
 #: what a run writes; an ``overwrite`` removes exactly these (and saved indexes)
 RUN_FILES = ("config.json", "metrics.json", "valid_metrics.json", "index_metrics.json",
-             "pop_metrics.json", "model.pt", "trainer_state.pt", "history.jsonl", "curves.png")
+             "pop_metrics.json", "model.pt", "trainer_state.pt", "history.jsonl", "curves.png",
+             "per_user.npz", "cv.json")
 MODES = ("new", "overwrite", "resume")
 
 

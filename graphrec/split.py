@@ -27,6 +27,12 @@ Rules for small users (documented in the README):
   when signing up), the rest the test part. No interaction of theirs is a training edge.
   Validation: ``valid_ratio`` of each warm user's interactions, at random.
 
+k-fold cross-validation (``folds`` >= 2, ``random`` only): each user's interactions are dealt
+at random to ``folds`` disjoint folds of ``floor(n / k)`` or ``ceil(n / k)`` each (stratified
+by user, as the random split is per user); fold ``fold`` is the test part, so across the folds
+every interaction is tested exactly once. ``folds`` may not exceed the smallest user's
+interaction count, so every user has a test item in every fold and keeps a training one.
+
 In both cold splits the held-out users or items are listed in :attr:`Split.cold_users` /
 :attr:`Split.cold_items`, and the evaluator ranks a cold-items test among the cold items only.
 """
@@ -67,6 +73,10 @@ class SplitConfig:
             ``None`` puts the cut at the ``1 - test_ratio`` quantile of all times.
         seed: random seed (``random``, the cold splits, and validation of ``given``).
         onboard: ``cold-users`` only: interactions each cold user gives as onboarding history.
+        folds: k-fold cross-validation (``random`` only) with this many folds; ``0`` for none.
+            ``test_ratio`` is then unused: fold ``fold`` is the test part.
+        fold: with ``folds``: the fold held out for test, ``0 <= fold < folds``; ``None`` in a
+            k-fold parent run's config (``graphrec train --folds`` runs every fold).
     """
 
     method: str = "random"
@@ -75,6 +85,8 @@ class SplitConfig:
     time_cut: int | None = None
     seed: int = 0
     onboard: int = 5
+    folds: int = 0
+    fold: int | None = None
 
 
 @dataclass
@@ -167,6 +179,9 @@ def assign_parts(graph: HeteroData, cfg: SplitConfig) -> torch.Tensor:
     gen = torch.Generator().manual_seed(cfg.seed)
     valid_ratio = cfg.valid_ratio
 
+    if cfg.folds:
+        return _fold_parts(user, n, cfg, gen)
+
     if cfg.method in ("random", "temporal"):
         _check_ratio("test_ratio", cfg.test_ratio, True)
         valid_ratio = valid_ratio or 0.0
@@ -233,6 +248,50 @@ def assign_parts(graph: HeteroData, cfg: SplitConfig) -> torch.Tensor:
         sub = _holdout_by_rank(user[train], rank, n_train, torch.zeros_like(n_train),
                                _ratio_counts(n_train, valid_ratio))
         part[train] = sub
+    return part
+
+
+#: split methods with k-fold cross-validation
+FOLD_METHODS = ("random",)
+
+
+def check_folds(folds: int, method: str) -> None:
+    """One-line errors for a ``--folds`` value that no data could satisfy."""
+    if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
+        raise GraphrecError(f"--folds: must be an integer >= 2, got {folds!r}")
+    if method not in FOLD_METHODS:
+        raise GraphrecError(f"--folds: the {method} split has no folds; k-fold cross-validation "
+                            f"works with --split {' or '.join(FOLD_METHODS)}")
+
+
+def _fold_parts(user: torch.Tensor, n: torch.Tensor, cfg: SplitConfig,
+                gen: torch.Generator) -> torch.Tensor:
+    """Per-user k-fold parts: each user's interactions, in a random order, are dealt to the
+    folds in turn from a random first fold, so fold ``f`` holds ``floor(n / k)`` or
+    ``ceil(n / k)`` of every user's ``n`` interactions and the folds are disjoint and cover
+    the data. Fold ``cfg.fold`` is the test part; ``valid_ratio`` of each user's remaining
+    interactions, at random, is the validation part."""
+    k = cfg.folds
+    check_folds(k, cfg.method)
+    if cfg.fold is None or isinstance(cfg.fold, bool) or not 0 <= cfg.fold < k:
+        raise GraphrecError(f"--fold: must lie in [0, {k}) with --folds {k}, got {cfg.fold!r}")
+    smallest = int(n[n > 0].min())
+    if k > smallest:
+        raise GraphrecError(f"--folds: {k} is above the smallest user's interaction count "
+                            f"({smallest}); per-user folds need every user in every fold")
+    valid_ratio = cfg.valid_ratio or 0.0
+    _check_ratio("valid_ratio", valid_ratio, False)
+    rank = _rank_within_user(user, torch.rand(user.numel(), generator=gen))
+    first = torch.randint(k, (n.numel(),), generator=gen)  # balances fold sizes over users
+    fold = (rank + first[user]) % k  # [E]
+    # the validation draw depends on the fold, so fold f's validation part is its own
+    vgen = torch.Generator().manual_seed(cfg.seed * 1000003 + cfg.fold + 1)
+    part = torch.full_like(user, PART_TEST, dtype=torch.int8)
+    rest = fold != cfg.fold
+    n_rest = torch.bincount(user[rest], minlength=n.numel())
+    vrank = _rank_within_user(user[rest], torch.rand(int(rest.sum()), generator=vgen))
+    part[rest] = _holdout_by_rank(user[rest], vrank, n_rest, torch.zeros_like(n_rest),
+                                  _ratio_counts(n_rest, valid_ratio))
     return part
 
 
@@ -349,7 +408,7 @@ def split(graph: HeteroData, cfg: SplitConfig) -> Split:
     return out
 
 
-__all__ = ["SPLIT_METHODS", "SplitConfig", "Interactions", "Split", "assign_parts",
+__all__ = ["SPLIT_METHODS", "FOLD_METHODS", "SplitConfig", "check_folds", "Interactions", "Split", "assign_parts",
            "cold_members", "default_method", "split"]
 
 # ``gr.split(...)``: this module, called, is graphrec.api.split (graphrec/_callable.py)

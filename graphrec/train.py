@@ -2,13 +2,16 @@
 
 The run folder holds ``config.json`` (the resolved configuration), ``metrics.json`` (a flat
 object of test metrics: ``recall@20``, ``ndcg@20``, ..., ``rmse`` when ratings are predicted),
-``valid_metrics.json`` when the split has a validation part, ``pop_metrics.json`` (popularity
-on the same test part, the floor a model must clear), ``index_metrics.json`` and the
-saved index when ``--index`` evaluates a retriever through an item index, and ``model.pt``, the
+``per_user.npz`` (each test user's metrics, compressed, for ``graphrec compare``; see
+:mod:`graphrec.per_user`), ``valid_metrics.json`` when the split has a validation part,
+``pop_metrics.json`` (popularity on the same test part, the floor a model must clear),
+``index_metrics.json`` and the saved index when ``--index`` evaluates a retriever through an item index, and ``model.pt``, the
 checkpoint ``graphrec.recommend`` serves from. Trained models add ``history.jsonl`` (one line per epoch)
 ``curves.png`` (loss and validation curves, with matplotlib installed) and
 ``trainer_state.pt``, from which ``--resume RUN_DIR`` continues a stopped run (Ctrl-C and
-SIGTERM save it at the next batch boundary).
+SIGTERM save it at the next batch boundary). ``--folds K`` runs k-fold cross-validation, one
+such run folder per fold under ``--out`` and the mean ± std in its ``metrics.json`` (see
+:mod:`graphrec.crossval`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from graphrec.cli import Parser, add_data_arguments, add_index_set_argument, format_table, run
@@ -80,6 +84,12 @@ def parser(prog: str = "python -m graphrec.train") -> argparse.ArgumentParser:
     s.add_argument("--split-seed", type=int, default=None, help="seed of the split (default 0)")
     s.add_argument("--onboard", type=int, default=None,
                    help="cold-users split: onboarding items each cold user gives (default 5)")
+    s.add_argument("--folds", type=int, default=None, metavar="K",
+                   help="k-fold cross-validation (random split): K disjoint per-user folds, "
+                        "each the test part of one run, OUT/fold-0 ...; OUT/metrics.json holds "
+                        "every metric's mean and std (see graphrec.crossval)")
+    s.add_argument("--fold", type=int, default=None, metavar="I",
+                   help="with --folds: run fold I alone, into --out")
     t = p.add_argument_group("training (models that learn; a model may bring its own defaults, "
                              "e.g. lightgcn lr 5e-3 and 8 negatives, sasrec/bert4rec lr 3e-3 and "
                              "--metric ndcg@10; config.json holds what a run used)")
@@ -135,7 +145,8 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
                  "text_dtype": args.text_dtype},
         "split": {"method": args.split, "test_ratio": args.test_ratio,
                   "valid_ratio": args.valid_ratio, "time_cut": args.time_cut,
-                  "seed": args.split_seed, "onboard": args.onboard},
+                  "seed": args.split_seed, "onboard": args.onboard, "folds": args.folds,
+                  "fold": args.fold},
         "eval": {"ks": tuple(args.k) if args.k else None,
                  "metrics": tuple(args.metrics) if args.metrics else None,
                  "batch_users": args.eval_batch, "progress": False if args.no_progress else None,
@@ -150,7 +161,8 @@ def config_from_args(args: argparse.Namespace, base: dict[str, Any] | None = Non
         "model_options": dict(parse_option(o) for o in args.options),
     }
     if args.split is None and "method" not in file_values.get("split", {}):
-        flags["split"]["method"] = "auto"  # settled once the data is loaded
+        # settled once the data is loaded; folds are of the random split
+        flags["split"]["method"] = "random" if args.folds else "auto"
     return resolve(file_values, flags)
 
 
@@ -204,16 +216,22 @@ def resume_config(args: argparse.Namespace) -> RunConfig:
     return cfg
 
 
-def train(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, float]:
+def train(cfg: RunConfig, out: Path, resume: bool = False,
+          on_eval: Callable[[int, dict[str, float]], None] | None = None,
+          curves: bool = True) -> dict[str, float]:
     """Run one experiment from a resolved config; writes the run folder and returns test metrics.
 
     ``resume``: continue the training saved in ``out`` (see :func:`graphrec.trainer.train_model`).
+    ``on_eval(epoch, valid_metrics)``: the trainer's per-validation hook (``graphrec tune``);
+    ``curves=False``: no ``curves.png`` (a figure costs seconds; tune draws its best trial's).
     """
     import torch
 
     from graphrec.checkpoint import CHECKPOINT_NAME, save_checkpoint
     from graphrec.data.source import load_data
-    from graphrec.evaluation.evaluator import evaluate
+    from graphrec.evaluation.evaluator import evaluate, evaluate_detailed
+    from graphrec.per_user import (PER_USER_NAME, data_fingerprint, interactions_fingerprint,
+                                   save_per_user)
     from graphrec.models import REGISTRY, build_model, canonical_name, model_config
     from graphrec.plots import write_curves
     from graphrec.split import split
@@ -243,10 +261,11 @@ def train(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, float]:
     fit_start = time.perf_counter()
     model.fit(parts.train)  # the graph stays on the CPU; the model copies what it needs
     if model.trainable:
-        summary = train_model(model, parts, cfg.train, cfg.eval, out, resume=resume)
+        summary = train_model(model, parts, cfg.train, cfg.eval, out, resume=resume,
+                              on_eval=on_eval)
         log.info("trained %d epochs (best epoch %d) in %.1f s", summary["epochs"],
                  summary["best_epoch"], summary["seconds"])
-        note = write_curves(out / HISTORY_NAME, out / CURVES_NAME)
+        note = write_curves(out / HISTORY_NAME, out / CURVES_NAME) if curves else None
         if note:
             log.info(note)
     fit_seconds = time.perf_counter() - fit_start
@@ -254,7 +273,10 @@ def train(cfg: RunConfig, out: Path, resume: bool = False) -> dict[str, float]:
         valid = evaluate(model, parts, "valid", cfg.eval)
         atomic_write_json(out / "valid_metrics.json", valid)
     eval_start = time.perf_counter()
-    metrics = evaluate(model, parts, "test", cfg.eval)
+    metrics, per_user = evaluate_detailed(model, parts, "test", cfg.eval)
+    per_user.data_fingerprint = data_fingerprint(ds.graph)
+    per_user.test_fingerprint = interactions_fingerprint(parts.test)
+    save_per_user(out / PER_USER_NAME, per_user)  # what graphrec compare tests, user by user
     metrics["fit_seconds"] = fit_seconds
     metrics["eval_seconds"] = time.perf_counter() - eval_start
     atomic_write_json(out / "metrics.json", metrics)
@@ -329,6 +351,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m graphrec.train") 
     out = Path(cfg.out) if cfg.out else default_out(cfg.model)
     cfg.out = str(out)
     mode = "resume" if args.resume else "overwrite" if args.overwrite else "new"
+    if args.folds is not None or cfg.split.folds:
+        return _main_folds(args, cfg, out, mode)
+    if args.fold is not None:
+        raise GraphrecError("--fold: needs --folds K")
     with RunFolder(out, mode, "--resume" if args.resume else "--out"):
         metrics = train(cfg, out, resume=bool(args.resume))
     baseline_file = out / BASELINE_NAME
@@ -343,6 +369,35 @@ def main(argv: list[str] | None = None, prog: str = "python -m graphrec.train") 
                            for k in metrics if "@" in k and k.split("@")[0] in ("recall", "ndcg"))
         print(f"through the {cfg.index.kind} index (against exact): {diffs}")
     print(f"run folder: {out}")
+    return 0
+
+
+def _main_folds(args: argparse.Namespace, cfg: RunConfig, out: Path, mode: str) -> int:
+    """``--folds K``: every fold into ``OUT/fold-I`` and the mean ± std (``--fold I``: that fold
+    alone, into ``OUT``, as one run)."""
+    from graphrec.crossval import CV_NAME, run_folds, summary_table
+    from graphrec.split import check_folds
+
+    check_folds(cfg.split.folds, cfg.split.method)
+    if args.test_ratio is not None:
+        raise GraphrecError("--test-ratio: not with --folds (each fold is the test part once)")
+    if cfg.split.fold is not None:  # one fold (or the resume of one)
+        with RunFolder(out, mode, "--resume" if args.resume else "--out"):
+            metrics = train(cfg, out, resume=bool(args.resume))
+        print(f"{cfg.model}, fold {cfg.split.fold} of {cfg.split.folds}, test:")
+        print(metrics_table(metrics))
+        print(f"run folder: {out}")
+        return 0
+    if args.resume:
+        raise GraphrecError(f"--resume: {out} is a k-fold parent; resume one of its folds "
+                            f"({out}/fold-I)")
+    summary = run_folds(cfg, out, mode, train)
+    wall = json.loads((out / CV_NAME).read_text())["wall_seconds"]
+    print(f"{cfg.model} on {cfg.data.path or 'synthetic'}, {cfg.split.folds}-fold "
+          f"cross-validation ({cfg.split.method} split, per user), test, {wall:.1f} s:")
+    print(summary_table(summary))
+    print(f"run folders: {out}/fold-0 ... fold-{cfg.split.folds - 1}; mean and std in "
+          f"{out / 'metrics.json'}")
     return 0
 
 

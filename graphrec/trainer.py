@@ -31,6 +31,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ LOWER_IS_BETTER = ("rmse", "mae")
 STATE_NAME = "trainer_state.pt"
 HISTORY_NAME = "history.jsonl"
 STATE_FORMAT = "graphrec-trainer-state"
+#: ``on_eval(epoch, valid_metrics)``: a hook called after each validation evaluation
+EvalCallback = Callable[[int, dict[str, float]], None]
 
 
 @dataclass
@@ -194,7 +197,8 @@ class _StopRequest:
 
 def train_model(model: Recommender, split: Split, cfg: TrainConfig,
                 eval_cfg: EvalConfig | None = None, out: Path | None = None,
-                resume: bool = False, resume_command: str | None = None) -> dict[str, Any]:
+                resume: bool = False, resume_command: str | None = None,
+                on_eval: EvalCallback | None = None) -> dict[str, Any]:
     """Optimize ``model.loss`` on ``split.train``; early stopping on ``split.valid`` when present.
 
     ``out``: the run folder for ``history.jsonl`` and the resumable ``trainer_state.pt``;
@@ -204,6 +208,9 @@ def train_model(model: Recommender, split: Split, cfg: TrainConfig,
     validation). Raises :class:`TrainingInterrupted` after Ctrl-C or SIGTERM, once the state is
     saved; its message names ``resume_command`` as the way on (default
     ``python -m graphrec.train --resume OUT``; scripts driving the trainer pass their own).
+    ``on_eval(epoch, valid_metrics)``: called after each validation evaluation, once the epoch
+    is saved (``graphrec tune`` reports the curve to its pruner); an exception it raises ends
+    training and propagates.
     """
     if resume and out is None:
         raise GraphrecError("--resume: needs the run folder")
@@ -214,7 +221,7 @@ def train_model(model: Recommender, split: Split, cfg: TrainConfig,
     try:
         with _StopRequest() as stop:
             return _train(model, split, cfg, eval_cfg, out, resume, stop,
-                          resume_command or f"python -m graphrec.train --resume {out}")
+                          resume_command or f"python -m graphrec.train --resume {out}", on_eval)
     finally:
         torch.use_deterministic_algorithms(before)
 
@@ -238,8 +245,8 @@ def _load_state(path: Path, fingerprint: str, cfg: TrainConfig) -> dict[str, Any
 
 
 def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalConfig | None,
-           out: Path | None, resume: bool, stop: _StopRequest, resume_command: str
-           ) -> dict[str, Any]:
+           out: Path | None, resume: bool, stop: _StopRequest, resume_command: str,
+           on_eval: EvalCallback | None = None) -> dict[str, Any]:
     eval_cfg = eval_cfg or EvalConfig(progress=False)
     known = [f"{m}@{k}" for m in eval_cfg.metrics for k in eval_cfg.ks]
     if model.predicts_ratings:
@@ -388,6 +395,8 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
             log.info("early stop: no better %s for %d evaluations", cfg.metric, st["stale"])
             st["stopped"] = True
         save()
+        if on_eval is not None and "valid" in record:
+            on_eval(epoch, record["valid"])
         if st["stopped"]:
             break
         if stop.signum is not None:

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from graphrec.batches import History
 from graphrec.errors import GraphrecError
 from graphrec.evaluation.metrics import METRIC_FUNCTIONS, RANKING_METRICS, RATING_METRICS
+from graphrec.per_user import PerUserMetrics
 from graphrec.split import Interactions
 
 if TYPE_CHECKING:
@@ -128,7 +129,6 @@ def device_of(model: object) -> torch.device:
     return torch.device("cpu")
 
 
-@torch.no_grad()
 def evaluate_ranking(
     model: Scorer,
     num_items: int,
@@ -139,7 +139,36 @@ def evaluate_ranking(
     index: "ItemIndex | None" = None,
     candidates: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Full-ranking top-K metrics averaged over users with at least one held-out item.
+    """Full-ranking top-K metrics averaged over users with at least one held-out item (the
+    mean of :func:`ranking_per_user`'s values; arguments as there).
+
+    Returns:
+        ``{"recall@20": ..., "ndcg@20": ..., ..., "users": n}``.
+    """
+    users, values = ranking_per_user(model, num_items, heldout, exclude, cfg, history, index,
+                                     candidates)
+    return _averages(users, values)
+
+
+def _averages(users: torch.Tensor, values: dict[str, torch.Tensor]) -> dict[str, float]:
+    # per-user values in user order, summed once in float64: the same result at any batch size
+    out = {key: float(v.sum()) / users.numel() for key, v in values.items()}
+    out["users"] = int(users.numel())
+    return out
+
+
+@torch.no_grad()
+def ranking_per_user(
+    model: Scorer,
+    num_items: int,
+    heldout: Interactions,
+    exclude: tuple[torch.Tensor, torch.Tensor],
+    cfg: EvalConfig | None = None,
+    history: tuple[torch.Tensor, torch.Tensor] | None = None,
+    index: "ItemIndex | None" = None,
+    candidates: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Full-ranking top-K metrics of each user with at least one held-out item.
 
     Args:
         model: a model (its ``scorer()`` is asked for once), or anything with
@@ -157,7 +186,8 @@ def evaluate_ranking(
             cold items), or ``None`` for all.
 
     Returns:
-        ``{"recall@20": ..., "ndcg@20": ..., ..., "users": n}``.
+        ``(users [U], {"recall@20": [U] float64, ...})``: the evaluated users, ascending, and
+        each metric's value per user.
     """
     cfg = cfg or EvalConfig()
     num_users = exclude[0].numel() - 1
@@ -208,39 +238,61 @@ def evaluate_ranking(
                 per_user[f"{m}@{k}"].append(METRIC_FUNCTIONS[m](hits, n_rel, k).double().cpu())
         bar.update(u.numel())
     bar.close()
-    out = {key: float(torch.cat(values).sum()) / users.numel() for key, values in per_user.items()}
-    out["users"] = int(users.numel())
-    return out
+    return users, {key: torch.cat(values) for key, values in per_user.items()}
+
+
+def evaluate_rating(model, heldout: Interactions, batch: int = 1 << 16) -> dict[str, float]:
+    """RMSE and MAE of ``model.predict(users, items)`` on held-out ratings."""
+    num_users = int(heldout.user.max()) + 1 if len(heldout) else 0
+    return _rating_totals(rating_per_user(model, heldout, num_users, batch))
+
+
+def _rating_totals(errors: dict[str, torch.Tensor]) -> dict[str, float]:
+    n = max(1, int(errors["n"].sum()))
+    return {"rmse": math.sqrt(float(errors["se"].sum()) / n), "mae": float(errors["ae"].sum()) / n}
 
 
 @torch.no_grad()
-def evaluate_rating(model, heldout: Interactions, batch: int = 1 << 16) -> dict[str, float]:
-    """RMSE and MAE of ``model.predict(users, items)`` on held-out ratings."""
+def rating_per_user(model, heldout: Interactions, num_users: int, batch: int = 1 << 16
+                    ) -> dict[str, torch.Tensor]:
+    """Each user's rating errors on the held-out ratings, as sums (so that RMSE and MAE over
+    any set of users follow from them): ``{"se": [num_users] float64 (sum of squared errors),
+    "ae": [num_users] float64 (sum of absolute errors), "n": [num_users] int64 (ratings)}``."""
     if heldout.rating is None:
         raise GraphrecError("rating metrics need held-out ratings; the data has none")
-    sq, ab = 0.0, 0.0
+    se = torch.zeros(num_users, dtype=torch.float64)
+    ae = torch.zeros(num_users, dtype=torch.float64)
     dev = device_of(model)
     scorer = model.scorer() if hasattr(model, "scorer") else model
     for s in range(0, len(heldout), batch):
-        pred = scorer.predict(heldout.user[s:s + batch].to(dev),
-                             heldout.item[s:s + batch].to(dev)).float().cpu()
-        err = pred - heldout.rating[s:s + batch].float()
-        sq += float((err * err).sum())
-        ab += float(err.abs().sum())
-    n = max(1, len(heldout))
-    return {"rmse": math.sqrt(sq / n), "mae": ab / n}
+        u = heldout.user[s:s + batch]
+        pred = scorer.predict(u.to(dev), heldout.item[s:s + batch].to(dev)).double().cpu()
+        err = pred - heldout.rating[s:s + batch].double()
+        se.index_add_(0, u, err * err)
+        ae.index_add_(0, u, err.abs())
+    return {"se": se, "ae": ae, "n": torch.bincount(heldout.user, minlength=num_users)}
 
 
-__all__ = ["EvalConfig", "evaluate", "evaluate_ranking", "evaluate_rating", "topk_excluding", "csr_rows",
-           "merge_csr", "RANKING_METRICS", "RATING_METRICS"]
+__all__ = ["EvalConfig", "evaluate", "evaluate_detailed", "evaluate_ranking", "evaluate_rating",
+           "ranking_per_user", "rating_per_user", "topk_excluding", "csr_rows", "merge_csr",
+           "RANKING_METRICS", "RATING_METRICS"]
 
 
 
 def evaluate(model, split, part: str = "test", cfg: EvalConfig | None = None,
              index: "ItemIndex | None" = None, fold_in: str = "mean") -> dict[str, float]:
+    """The averaged metrics of :func:`evaluate_detailed` (arguments as there)."""
+    return evaluate_detailed(model, split, part, cfg, index, fold_in)[0]
+
+
+def evaluate_detailed(model, split, part: str = "test", cfg: EvalConfig | None = None,
+                      index: "ItemIndex | None" = None, fold_in: str = "mean"
+                      ) -> tuple[dict[str, float], "PerUserMetrics"]:
     """Evaluate ``model`` on ``split.test`` (excluding training and validation items) or
     ``split.valid`` (excluding training items): ranking metrics, plus RMSE/MAE when the model
-    predicts ratings and the held-out part has them. ``index``: rank through this index of the
+    predicts ratings and the held-out part has them. Returns ``(metrics, per_user)``: the
+    averages, and each evaluated user's values
+    (:class:`~graphrec.per_user.PerUserMetrics`, what ``graphrec compare`` tests). ``index``: rank through this index of the
     model's item vectors (see :func:`evaluate_ranking`).
 
     Models with ``uses_history`` score from the user's items before the held-out part: the
@@ -277,7 +329,12 @@ def evaluate(model, split, part: str = "test", cfg: EvalConfig | None = None,
 
         model = NewUsers(model, fold_in)
         exclude = history = split.onboard.csr(num_users)
-    out = evaluate_ranking(model, num_items, heldout, exclude, cfg, history, index, candidates)
+    users, values = ranking_per_user(model, num_items, heldout, exclude, cfg, history, index,
+                                     candidates)
+    out = _averages(users, values)
+    errors = None
     if getattr(model, "predicts_ratings", False) and heldout.rating is not None:
-        out.update(evaluate_rating(model, heldout))
-    return out
+        errors = rating_per_user(model, heldout, num_users)
+        out.update(_rating_totals(errors))
+        errors = {k: v[users].numpy() for k, v in errors.items()}
+    return out, PerUserMetrics(users.numpy(), {k: v.numpy() for k, v in values.items()}, errors)

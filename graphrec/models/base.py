@@ -77,6 +77,11 @@ class Recommender(torch.nn.Module, ABC):
     uses_history: ClassVar[bool] = False
     #: per-model training defaults (TrainConfig fields), under the config file and flags
     train_defaults: ClassVar[dict[str, Any]] = {}
+    #: ``graphrec tune``'s default search space: option name (a config field, or
+    #: ``train.FIELD`` for a TrainConfig field) -> ``{"type": "float"|"int", "low", "high",
+    #: "log"}`` or ``{"type": "choice", "values": [...]}``; a config class may carry its own
+    #: (``bpr`` beside ``lightgcn``), which replaces the model class's
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {}
     #: how the model serves a user it was not trained on (:mod:`graphrec.models.coldstart`):
     #: ``"history"`` (scores from the given history), ``"fold-in"`` (a retriever: a user vector
     #: from the history's item vectors) or ``"none"``

@@ -51,6 +51,11 @@ class BERT4Rec(SequenceRecommender):
     #: cloze training learns slowly at first: patience 10 stopped it near popularity; patience
     #: 30 at lr 3e-3 led the validation sweep (benchmarks/defaults.py, ml-100k)
     train_defaults = {**SequenceRecommender.train_defaults, "lr": 3e-3, "patience": 30}
+    #: ``graphrec tune``: learning rate, width, dropout and the cloze masking rate
+    search_space = {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                    "dim": {"type": "int", "low": 32, "high": 128, "log": True},
+                    "dropout": {"type": "float", "low": 0.0, "high": 0.5},
+                    "mask_prob": {"type": "float", "low": 0.1, "high": 0.5}}
 
     def __init__(self, num_users: int, num_items: int, cfg: BERT4RecConfig | None = None) -> None:
         cfg = cfg or BERT4RecConfig()

@@ -130,6 +130,10 @@ class ContentKNN(Recommender):
     """Item-based kNN over content similarity (module docstring); nothing is trained."""
 
     new_users = "history"  # the given items' neighbours
+    #: ``graphrec tune``: neighbourhood size and the weights of the two content signals
+    search_space = {"k": {"type": "int", "low": 10, "high": 400, "log": True},
+                    "text_weight": {"type": "float", "low": 0.0, "high": 2.0},
+                    "side_weight": {"type": "float", "low": 0.0, "high": 2.0}}
 
     def __init__(self, num_users: int, num_items: int, cfg: ContentKNNConfig | None = None) -> None:
         super().__init__(num_users, num_items)

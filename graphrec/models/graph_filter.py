@@ -93,6 +93,9 @@ class GraphFilter(Recommender):
     """Closed-form low-pass filtering of the user-item graph; nothing is trained."""
 
     new_users = "history"  # the formula applied to the given row
+    #: ``graphrec tune``: the ideal low-pass term's weight and rank
+    search_space = {"alpha": {"type": "float", "low": 0.0, "high": 1.0},
+                    "k": {"type": "int", "low": 16, "high": 512, "log": True}}
 
     def __init__(self, num_users: int, num_items: int, cfg: GraphFilterConfig | None = None) -> None:
         super().__init__(num_users, num_items)

@@ -105,6 +105,11 @@ class Hybrid(Recommender):
 
     trainable = True
     new_users = "fold-in"
+    #: ``graphrec tune``: learning rate, width, L2 and ID dropout (the docstring's untuned two)
+    search_space = {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                    "dim": {"type": "int", "low": 32, "high": 128, "log": True},
+                    "l2": {"type": "float", "low": 1e-3, "high": 1.0, "log": True},
+                    "id_dropout": {"type": "float", "low": 0.0, "high": 0.8}}
 
     def __init__(self, num_users: int, num_items: int, cfg: HybridConfig | None = None) -> None:
         super().__init__(num_users, num_items)

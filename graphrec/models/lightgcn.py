@@ -83,6 +83,13 @@ class LightGCNConfig:
     #: training defaults of ``lightgcn`` (TrainConfig fields), chosen by benchmarks/defaults.py
     #: on validation parts of ml-100k and a Gowalla sample
     train_defaults: ClassVar[dict[str, Any]] = {"lr": 5e-3, "num_negatives": 8}
+    #: ``graphrec tune``'s default space for ``lightgcn`` (on the config class, as
+    #: ``train_defaults``: ``bpr`` shares the model class)
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {
+        "train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+        "dim": {"type": "int", "low": 32, "high": 256, "log": True},
+        "num_layers": {"type": "int", "low": 1, "high": 4},
+        "l2": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True}}
 
 
 @dataclass
@@ -94,6 +101,10 @@ class BPRConfig(LightGCNConfig):
     #: ``bpr`` trains at TrainConfig's own defaults (lr 1e-3, one negative), chosen by the same
     #: sweep: more negatives tied with one, at four times the cost
     train_defaults: ClassVar[dict[str, Any]] = {}
+    search_space: ClassVar[dict[str, dict[str, Any]]] = {
+        "train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+        "dim": {"type": "int", "low": 32, "high": 256, "log": True},
+        "l2": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True}}
 
 
 class LightGCN(DotProductModel):

@@ -55,6 +55,10 @@ class MF(DotProductModel):
     trainable = True
     predicts_ratings = True
     train_defaults = {"lr": 0.01, "metric": "rmse"}
+    #: ``graphrec tune``: learning rate, size and L2 (0.3 by default) around the defaults
+    search_space = {"train.lr": {"type": "float", "low": 1e-3, "high": 5e-2, "log": True},
+                    "dim": {"type": "int", "low": 16, "high": 128, "log": True},
+                    "l2": {"type": "float", "low": 0.01, "high": 1.0, "log": True}}
 
     def __init__(self, num_users: int, num_items: int, cfg: MFConfig | None = None) -> None:
         cfg = cfg or MFConfig()

@@ -130,6 +130,11 @@ class NCF(GraphModel):
     #: four negatives per positive (the paper's) led the validation sweep on ml-100k
     #: (benchmarks/defaults.py)
     train_defaults = {"num_negatives": 4}
+    #: ``graphrec tune``: learning rate, the two towers' sizes and dropout
+    search_space = {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                    "gmf_dim": {"type": "int", "low": 8, "high": 64, "log": True},
+                    "mlp_dim": {"type": "int", "low": 8, "high": 64, "log": True},
+                    "dropout": {"type": "float", "low": 0.0, "high": 0.5}}
 
     def __init__(self, num_users: int, num_items: int, cfg: NCFConfig | None = None) -> None:
         cfg = cfg or NCFConfig()
@@ -252,6 +257,10 @@ class MLPRating(Recommender):
     #: batch 256 at lr 1e-3 led the validation sweep (benchmarks/defaults.py); early stopping
     #: watches RMSE, what the model is for
     train_defaults = {"batch_size": 256, "metric": "rmse"}
+    #: ``graphrec tune``: learning rate, embedding size and dropout
+    search_space = {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                    "dim": {"type": "int", "low": 16, "high": 64, "log": True},
+                    "dropout": {"type": "float", "low": 0.0, "high": 0.5}}
 
     def __init__(self, num_users: int, num_items: int, cfg: MLPRatingConfig | None = None) -> None:
         super().__init__(num_users, num_items)

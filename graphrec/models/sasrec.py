@@ -61,6 +61,11 @@ class SASRec(SequenceRecommender):
 
     #: lr 3e-3 at batch 64 led the validation sweep of benchmarks/defaults.py (ml-100k)
     train_defaults = {**SequenceRecommender.train_defaults, "lr": 3e-3, "batch_size": 64}
+    #: ``graphrec tune``: learning rate, width, depth and dropout
+    search_space = {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                    "dim": {"type": "int", "low": 32, "high": 128, "log": True},
+                    "num_blocks": {"type": "int", "low": 1, "high": 3},
+                    "dropout": {"type": "float", "low": 0.0, "high": 0.5}}
 
     def __init__(self, num_users: int, num_items: int, cfg: SASRecConfig | None = None) -> None:
         cfg = cfg or SASRecConfig()

@@ -247,6 +247,11 @@ class TwoTower(GraphModel):
     uses_history = True
     new_users = "history"  # the user tower aggregates the given items (zero ID embedding)
     reads_user_nodes = True  # ... and the user's side features
+    #: ``graphrec tune``: learning rate, width, the softmax temperature and dropout
+    search_space = {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                    "dim": {"type": "int", "low": 32, "high": 128, "log": True},
+                    "temperature": {"type": "float", "low": 0.02, "high": 0.5, "log": True},
+                    "dropout": {"type": "float", "low": 0.0, "high": 0.3}}
 
     def __init__(self, num_users: int, num_items: int, cfg: TwoTowerConfig | None = None) -> None:
         cfg = cfg or TwoTowerConfig()
