@@ -7,17 +7,25 @@ leave-one-out; RMSE for rating models), the training time, the time per epoch
 (``history.jsonl``), the number of parameters (from the ``model.pt`` checkpoint) and the
 process's peak RSS (``wait4``'s ``ru_maxrss``, so imports and data loading are included).
 
-Settings are short on purpose so the whole table runs in minutes on a 2-core CPU: the epoch
-counts are stated per row, and the long accuracy runs (Gowalla LightGCN's ~1,000 epochs) are
-separate, reported in the README. Entries that cannot run on a data set say why (no ratings,
-no timestamps, a full ranking too large for a CPU run) instead of disappearing.
+On ml-100k every model but the sequential ones runs ``--folds 5`` (graphrec's k-fold
+cross-validation: every interaction tested once) and the table gives each metric's mean ± std
+over the folds; the sequential models run once on leave-one-out. Each row also carries the
+model's cold-start figures from ``benchmarks/coldstart.py``'s committed results (NDCG@20 on new
+items and on new users, or "n/a" where that benchmark has no row for the model), and a bar
+chart of NDCG@10 is drawn beside the Markdown table. Published figures are quoted under the
+table with their protocol (:data:`ANCHORS`), never mixed into it.
+
+Settings are short on purpose so the whole table runs in well under an hour on a 2-core CPU:
+the epoch counts are stated per row, and the long accuracy runs (Gowalla LightGCN's ~1,000
+epochs) are separate, reported in the README. Entries that cannot run on a data set say why (no
+ratings, no timestamps, a full ranking too large for a CPU run) instead of disappearing.
 
 Usage::
 
     python benchmarks/models.py                     # ml-100k and Gowalla; appends
                                                     # results/models.jsonl, rewrites models.md
-    python benchmarks/models.py --quick             # the synthetic data set, < 1 minute,
-                                                    # writes nothing unless --out DIR
+    python benchmarks/models.py --quick             # the synthetic data set, 2 folds,
+                                                    # < 1 minute, writes nothing unless --out DIR
     python benchmarks/models.py --only lightgcn,pop # a subset
     python benchmarks/models.py --defaults          # ml-100k, every model at its defaults
                                                     # (no flags but --model, --data, --split):
@@ -44,7 +52,21 @@ from harness import (  # noqa: E402
     DEFAULT_DATA, DEFAULT_RESULTS, REPO, git_commit, load_avg, machine_info)
 
 SEQUENTIAL = ("sasrec", "bert4rec")
-RATING_MODELS = ("mf", "mlp-rating")
+RATING_MODELS = ("mf", "mlp-rating", "baseline-only", "svd", "svdpp", "nmf", "knn-baseline", "gcmc")
+TABLE_METRICS = ("precision@10", "recall@10", "ndcg@10", "precision@20", "recall@20", "ndcg@20")
+COLDSTART_RESULTS = "coldstart_ml100k.jsonl"
+
+#: published figures quoted beside the table, each with its own protocol (never in the table)
+ANCHORS = [
+    "Gowalla, LightGCN's split (He et al., SIGIR 2020), Recall@20 / NDCG@20: LightGCN 0.1830 / "
+    "0.1554, NGCF 0.1570 / 0.1327, MF-BPR 0.1291 / 0.1109 (the LightGCN paper's table 3).",
+    "Gowalla, same split: GF-CF 0.1849 / 0.1518 (Shen et al., CIKM 2021).",
+    "ml-100k ratings, 5-fold random folds, RMSE: Surprise's own table, SVD 0.934, SVD++ 0.920, "
+    "NMF 0.963, KNNBaseline 0.931, BaselineOnly 0.944 (surpriselib.com; graphrec's side by side "
+    "on the same folds: benchmarks/surprise_peers.py).",
+    "ml-100k ratings, the canonical u1.base/u1.test split: GC-MC 0.910 RMSE without side "
+    "features, 0.905 with (Berg et al., 2017); not the 5-fold protocol of this table.",
+]
 
 
 @dataclass
@@ -55,6 +77,7 @@ class Entry:
     model: str
     flags: list[str] = field(default_factory=list)
     skip: str | None = None
+    folds: int | None = None
 
 
 def _ml100k() -> str:
@@ -81,15 +104,21 @@ ML100K: dict[str, list[str]] = {
     "sasrec": ["--split", "leave-one-out", "--epochs", "20"],
     "bert4rec": ["--split", "leave-one-out", "--epochs", "20", "--lr", "0.003",
                  "--batch-size", "64"],
+    # at their defaults
+    "two-tower": [], "content-knn": [], "hybrid": [],
+    "itemknn": [], "userknn": [], "ease": [], "slim": [], "ials": [],
+    "baseline-only": [], "svd": [], "svdpp": [], "nmf": [], "knn-baseline": [], "gcmc": [],
 }
 GOWALLA: dict[str, list[str]] = {
     "pop": [], "random": [], "graph-filter": [],
     "lightgcn": ["--epochs", "2"],
     "bpr": ["--epochs", "10"],
+    "itemknn": [], "userknn": [], "ials": [], "ease": [],
 }
+NO_RATINGS = "no ratings in the LightGCN files"
 GOWALLA_SKIP = {
-    "mf": "no ratings in the LightGCN files",
-    "mlp-rating": "no ratings in the LightGCN files",
+    **{m: NO_RATINGS for m in RATING_MODELS},
+    "slim": "its FISTA holds four dense 40,981 x 40,981 matrices (25 GiB): refused by default",
     "ncf": "full ranking is an MLP over 29,858 x 40,981 pairs: hours on 2 cores",
     "sasrec": "no timestamps in the LightGCN files",
     "bert4rec": "no timestamps in the LightGCN files",
@@ -104,7 +133,9 @@ LOO = "ml-100k (leave-one-out)"
 
 def plan(args: argparse.Namespace, registered: list[str]) -> list[Entry]:
     """The entries to run: every registered model on each data set (or the quick set, or the
-    defaults-only set)."""
+    defaults-only set); on ml-100k (and the quick set) non-sequential models run
+    ``args.folds``-fold cross-validation."""
+    folds = args.folds if args.folds and args.folds > 1 else None
     only = set(args.only.split(",")) if args.only else None
     entries: list[Entry] = []
     if args.defaults:
@@ -117,11 +148,14 @@ def plan(args: argparse.Namespace, registered: list[str]) -> list[Entry]:
             if model in SEQUENTIAL:
                 flags += ["--split", "leave-one-out"]
             entries.append(Entry("synthetic", model, [] if model in ("pop", "random",
-                                                                    "graph-filter") else flags))
+                                                                    "graph-filter") else flags,
+                                 folds=None if model in SEQUENTIAL else folds))
     else:
         for model in registered:
             if model in ML100K:
-                entries.append(Entry("ml-100k", model, ["--data", _ml100k(), *ML100K[model]]))
+                seq = model in SEQUENTIAL
+                entries.append(Entry("ml-100k", model, ["--data", _ml100k(), *ML100K[model]],
+                                     folds=None if seq else folds))
             else:
                 entries.append(Entry("ml-100k", model, skip="no settings chosen yet"))
         for model in registered:
@@ -149,20 +183,25 @@ sys.exit(code)
 def run_entry(e: Entry, work: Path, threads: int) -> dict[str, Any]:
     """Run one entry's training command; read its run folder back."""
     out = work / f"{e.dataset}-{e.model}"
+    flags = [*e.flags, *(["--folds", str(e.folds)] if e.folds else [])]
     cmd = [sys.executable, "-c", WRAPPER, "--model", e.model, "--no-progress",
-           "--out", str(out), *e.flags]
+           "--out", str(out), *flags]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONPATH": str(REPO)}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     stderr = proc.stderr
     wall = time.perf_counter() - t0
     rec: dict[str, Any] = {"dataset": e.dataset, "model": e.model, "flags": e.flags,
-                           "command": "python -m graphrec.train " + " ".join(
-                               ["--model", e.model, *e.flags]), "wall_s": wall}
+                           "folds": e.folds, "command": "python -m graphrec.train " + " ".join(
+                               ["--model", e.model, *flags]), "wall_s": wall}
     if proc.returncode != 0:
         rec.update(status="failed", error=stderr.strip().splitlines()[-1:] or ["?"])
         return rec
     metrics = json.loads((out / "metrics.json").read_text())
+    if e.folds:  # the parent's {metric: {mean, std, folds}}; the first fold for the rest
+        rec["metrics_std"] = {k: v["std"] for k, v in metrics.items() if isinstance(v, dict)}
+        metrics = {k: v["mean"] if isinstance(v, dict) else v for k, v in metrics.items()}
+        out = out / "fold-0"
     rec["metrics"] = metrics
     history = out / "history.jsonl"
     if history.exists():
@@ -205,45 +244,125 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def markdown(records: list[dict[str, Any]], context: dict[str, Any]) -> str:
-    """One table per data set."""
+def _pm(m: dict[str, Any], sd: dict[str, Any], key: str) -> str:
+    """``mean ± std`` (std only for k-fold rows), or a dash."""
+    if m.get(key) is None:
+        return "–"
+    return f"{m[key]:.4f}" + (f" ± {sd[key]:.4f}" if key in sd else "")
+
+
+def coldstart_figures(results: Path) -> dict[str, str]:
+    """Per model, its NDCG@20 on new items and on new users from the cold-start benchmark's
+    committed results (the last run of each section; the headline fold-in for new users)."""
+    path = results / COLDSTART_RESULTS
+    if not path.exists():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    got: dict[str, dict[str, float]] = {}
+    for section, tag in (("cold-items", "items"), ("cold-users", "users")):
+        metas = [i for i, r in enumerate(rows) if r.get("section") == section and r.get("meta")]
+        if not metas:
+            continue
+        for r in rows[metas[-1] + 1:]:
+            if r.get("section") != section or r.get("meta"):
+                continue
+            model = r.get("model")
+            if model in (None, "lightfm", "oracle-pop") or "ndcg@20" not in r:
+                continue
+            if r.get("headline") is False:
+                continue
+            if model == "lightgcn-similar":  # lightgcn with item-item content edges
+                got.setdefault("lightgcn", {})["items (similar_k=20)"] = r["ndcg@20"]
+            else:
+                got.setdefault(model, {})[tag] = r["ndcg@20"]
+    return {m: ", ".join(f"{k} {v:.3f}" for k, v in d.items()) for m, d in got.items()}
+
+
+def markdown(records: list[dict[str, Any]], context: dict[str, Any],
+             cold: dict[str, str] | None = None) -> str:
+    """One table per data set, the cold-start column, the published anchors and the checks."""
+    cold = cold or {}
     lines = [f"Model table: {context['machine']['cpu']}, {context['threads']} threads, commit "
              f"{context['git_commit']}, {context['timestamp']}; load average "
              f"{context['load_avg_1m']} at the start. Metrics on the test part; settings per row "
              + ("(every model at its defaults: `python -m graphrec.train --model MODEL --data "
                 "ml-100k/u.data [--split leave-one-out]`)." if context.get("defaults") else
                 "(short training on purpose, see benchmarks/README.md)."), ""]
+    if any(r.get("folds") for r in records):
+        lines += ["Rows with a fold count are k-fold cross-validation (`--folds K`): each "
+                  "metric's mean ± sample std over the folds, every interaction tested once; "
+                  "times are per fold (the mean). Sequential models run once on leave-one-out "
+                  "(their HitRate@10 and NDCG@10 in their own columns). "
+                  "Cold start: NDCG@20 on new items / new users from "
+                  "`benchmarks/coldstart.py` (its own split and protocol; n/a: no row there).", ""]
     for dataset in dict.fromkeys(r["dataset"] for r in records):
         rows = [r for r in records if r["dataset"] == dataset]
         lines += [f"### {dataset}", "",
-                  "| model | P@20 | R@20 | N@20 | HR@10 | N@10 | RMSE | epochs | s/epoch | "
-                  "train s | eval s | parameters | peak RSS MiB | settings |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| model | folds | P@10 | R@10 | N@10 | P@20 | R@20 | N@20 | HR@10 (seq) | "
+                  "N@10 (seq) | RMSE | cold start | epochs | s/epoch | train s | parameters | "
+                  "peak RSS MiB | settings |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             if r["status"] != "ok":
                 why = r.get("skip") or "; ".join(r.get("error", []))
-                lines.append(f"| `{r['model']}` | {r['status']}: {why} |" + " |" * 12)
+                lines.append(f"| `{r['model']}` | {r['status']}: {why} |" + " |" * 16)
                 continue
-            m = r["metrics"]
+            m, sd = r["metrics"], r.get("metrics_std", {})
             seq = r["model"] in SEQUENTIAL or r["dataset"] == LOO
             flags = list(r["flags"])
             if "--data" in flags:  # the data set is the section's title
                 at = flags.index("--data")
                 del flags[at:at + 2]
             settings = " ".join(flags)
-            cells = [_fmt(m.get("precision@20")) if not seq else "–",
-                     _fmt(m.get("recall@20")) if not seq else "–",
-                     _fmt(m.get("ndcg@20")) if not seq else "–",
-                     _fmt(m.get("hit@10")) if seq else "–",
-                     _fmt(m.get("ndcg@10")) if seq else "–",
-                     _fmt(m.get("rmse")), _fmt(r.get("epochs")),
-                     _fmt(r.get("epoch_s"), 2), _fmt(r.get("fit_s"), 1),
-                     _fmt(r.get("eval_s"), 1), _fmt(r.get("parameters")),
-                     _fmt(r.get("peak_rss_mib"), 0), f"`{settings}`" if settings else "defaults"]
+            ranking = ["–"] * 6 if seq else [_pm(m, sd, k) for k in TABLE_METRICS]
+            cells = [str(r.get("folds") or 1), *ranking,
+                     _pm(m, sd, "hit@10") if seq else "–", _pm(m, sd, "ndcg@10") if seq else "–",
+                     _pm(m, sd, "rmse"),
+                     cold.get(r["model"], "n/a") if dataset == "ml-100k" else "n/a",
+                     _fmt(r.get("epochs")), _fmt(r.get("epoch_s"), 2), _fmt(r.get("fit_s"), 1),
+                     _fmt(r.get("parameters")), _fmt(r.get("peak_rss_mib"), 0),
+                     f"`{settings}`" if settings else "defaults"]
             lines.append(f"| `{r['model']}` | " + " | ".join(cells) + " |")
         lines.append("")
+    if not context.get("quick"):
+        lines += ["Published figures, each under its own protocol (quoted, not measured here):",
+                  "", *[f"- {a}" for a in ANCHORS], ""]
     lines += verdicts(records)
     return "\n".join(lines)
+
+
+def bar_chart(records: list[dict[str, Any]], path: Path) -> bool:
+    """NDCG@10 per model (error bars: the std over folds), one panel per data set; False
+    without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    sets = [d for d in dict.fromkeys(r["dataset"] for r in records)
+            if any(r["status"] == "ok" and "ndcg@10" in r.get("metrics", {}) for r in records
+                   if r["dataset"] == d)]
+    if not sets:
+        return False
+    fig, axes = plt.subplots(len(sets), 1, figsize=(10, 3.2 * len(sets)), squeeze=False)
+    for ax, dataset in zip(axes[:, 0], sets):
+        rows = [r for r in records if r["dataset"] == dataset and r["status"] == "ok"
+                and "ndcg@10" in r["metrics"] and r["model"] not in SEQUENTIAL]
+        rows.sort(key=lambda r: -r["metrics"]["ndcg@10"])
+        names = [r["model"] for r in rows]
+        ax.bar(names, [r["metrics"]["ndcg@10"] for r in rows],
+               yerr=[r.get("metrics_std", {}).get("ndcg@10", 0.0) for r in rows], capsize=3,
+               color=["#c44e52" if n in RATING_MODELS else "#4c72b0" for n in names])
+        ax.set_title(f"{dataset}: NDCG@10 (test; red: rating models ranking by predicted rating)")
+        ax.tick_params(axis="x", rotation=60)
+        ax.set_ylabel("NDCG@10")
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return True
 
 
 def verdicts(records: list[dict[str, Any]]) -> list[str]:
@@ -276,6 +395,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results; "
                                                "--quick writes nothing without it)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--folds", type=int, default=None,
+                   help="k-fold cross-validation on ml-100k (default 5; --quick: 2; 1: off)")
     p.add_argument("--render", action="store_true",
                    help="only rewrite models.md from the last run in models.jsonl")
     return p.parse_args(argv)
@@ -283,6 +404,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.folds is None:
+        args.folds = 2 if args.quick else (None if args.defaults else 5)
     sys.path.insert(0, str(REPO))
     from graphrec.models import REGISTRY
 
@@ -291,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out) if args.out else DEFAULT_RESULTS
         rows = [json.loads(line) for line in (out / f"{name}.jsonl").read_text().splitlines()]
         last = [r for r in rows if r["timestamp"] == rows[-1]["timestamp"]]
-        (out / f"{name}.md").write_text(markdown(last, last[-1]))
+        (out / f"{name}.md").write_text(markdown(last, last[-1], coldstart_figures(DEFAULT_RESULTS)))
+        bar_chart(last, out / f"{name}.png")
         return 0
     start = time.perf_counter()
     context = {"machine": machine_info(), "threads": args.threads, "git_commit": git_commit(),
@@ -310,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {rec['status']} in {rec['wall_s']:.0f} s", file=sys.stderr, flush=True)
             records.append(rec)
     context["script_seconds"] = time.perf_counter() - start
-    text = markdown(records, context)
+    text = markdown(records, context, coldstart_figures(DEFAULT_RESULTS))
     print(text)
     out = Path(args.out) if args.out else (None if args.quick else DEFAULT_RESULTS)
     if out is not None:
@@ -318,8 +442,10 @@ def main(argv: list[str] | None = None) -> int:
         with open(out / f"{name}.jsonl", "a") as fh:
             for rec in records:
                 fh.write(json.dumps({**rec, **context}) + "\n")
+        if bar_chart(records, out / f"{name}.png"):
+            text += f"\n![NDCG@10 per model]({name}.png)\n"
         (out / f"{name}.md").write_text(text)
-        print(f"wrote {out / name}.jsonl and {name}.md", file=sys.stderr)
+        print(f"wrote {out / name}.jsonl, {name}.md and {name}.png", file=sys.stderr)
     return 0 if all(r["status"] in ("ok", "skipped") for r in records) else 1
 
 

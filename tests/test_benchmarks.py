@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -196,3 +198,49 @@ def test_coldstart_quick(tmp_path):
     assert {r["fold_in"] for r in lat} == {"mean", "ls"}
     assert all(0 < r["p50_ms"] <= r["p99_ms"] for r in lat)
     assert (tmp_path / "coldstart_synthetic.md").read_text().startswith("# Cold start")
+
+
+def test_implicit_peers_quick(tmp_path):
+    pytest.importorskip("implicit")  # a benchmark-only peer (.[peers])
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "implicit_peers.py"),
+                           "--quick", "--sections", "als-defaults", "bpr-defaults", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in (tmp_path / "implicit_peers.jsonl").read_text().splitlines()]
+    pairs = {(r["section"], r["library"], r["model"], r["setting"]) for r in rows}
+    assert {("als-defaults", "implicit", "AlternatingLeastSquares", "implicit defaults"),
+            ("als-defaults", "graphrec", "ials", "implicit's settings"),
+            ("bpr-defaults", "implicit", "BayesianPersonalizedRanking", "implicit defaults"),
+            ("bpr-defaults", "graphrec", "bpr", "graphrec defaults")} <= pairs
+    for r in rows:
+        assert 0 <= r["metrics"]["ndcg@20"] <= 1 and r["fit_s"] > 0 and r["threads"] == 2
+    # at the same settings graphrec ials ranks about as well as implicit ALS
+    als = {r["library"]: r["metrics"]["recall@20"] for r in rows
+           if r["setting"] in ("implicit defaults", "implicit's settings")
+           and r["section"] == "als-defaults"}
+    assert als["graphrec"] > 0.8 * als["implicit"]
+    md = (tmp_path / "implicit_peers.md").read_text()
+    assert "graphrec/implicit" in md and "## bpr-defaults" in md
+
+
+def test_surprise_peers_quick(tmp_path):
+    pytest.importorskip("surprise")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "surprise_peers.py"),
+                           "--quick", "--only", "BaselineOnly,SVD,baseline-only,svd",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    records = {(r["library"], r["model"]): r for r in
+               (json.loads(line) for line in
+                (tmp_path / "surprise_peers.jsonl").read_text().splitlines())}
+    assert set(records) == {("surprise", "BaselineOnly"), ("surprise", "SVD"),
+                            ("graphrec", "baseline-only"), ("graphrec", "svd")}
+    fingerprints = {r["fold_fingerprint"] for r in records.values()}
+    assert len(fingerprints) == 1  # both libraries saw the same folds
+    for r in records.values():
+        assert r["status"] == "ok" and len(r["folds"]) == 2
+        assert 0 < r["summary"]["rmse"]["mean"] < 2 and r["summary"]["fit_cpu_s_median"] >= 0
+    # the same ALS on the same folds: graphrec's baseline-only equals Surprise's BaselineOnly
+    assert abs(records["graphrec", "baseline-only"]["summary"]["rmse"]["mean"]
+               - records["surprise", "BaselineOnly"]["summary"]["rmse"]["mean"]) < 1e-6
+    text = (tmp_path / "surprise_peers.md").read_text()
+    assert text.startswith("Surprise peers") and "| `BaselineOnly` |" in text
