@@ -27,6 +27,7 @@ Usage::
     python benchmarks/models.py --quick             # the synthetic data set, 2 folds,
                                                     # < 1 minute, writes nothing unless --out DIR
     python benchmarks/models.py --only lightgcn,pop # a subset
+    python benchmarks/models.py --datasets ml-100k --skip gcmc,slim  # one data set, less
     python benchmarks/models.py --defaults          # ml-100k, every model at its defaults
                                                     # (no flags but --model, --data, --split):
                                                     # results/models_defaults.{jsonl,md}
@@ -164,7 +165,10 @@ def plan(args: argparse.Namespace, registered: list[str]) -> list[Entry]:
             else:
                 entries.append(Entry("gowalla", model,
                                      skip=GOWALLA_SKIP.get(model, "no settings chosen yet")))
-    return [e for e in entries if only is None or e.model in only]
+    skip = set(args.skip.split(",")) if args.skip else set()
+    sets = set(args.datasets.split(",")) if args.datasets else None
+    return [e for e in entries if (only is None or e.model in only) and e.model not in skip
+            and (sets is None or e.dataset.split(" ")[0] in sets)]
 
 
 # ``python -m graphrec.train`` as it is, reporting its own peak RSS (imports included) on exit
@@ -392,6 +396,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--defaults", action="store_true",
                    help="ml-100k at every model's defaults (the README's defaults table)")
     p.add_argument("--only", default=None, help="comma-separated model names")
+    p.add_argument("--skip", default=None, help="comma-separated model names left out")
+    p.add_argument("--datasets", default=None, help="comma-separated: ml-100k, gowalla")
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results; "
                                                "--quick writes nothing without it)")
     p.add_argument("--threads", type=int, default=2)
