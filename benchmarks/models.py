@@ -27,7 +27,8 @@ Usage::
     python benchmarks/models.py --quick             # the synthetic data set, 2 folds,
                                                     # < 1 minute, writes nothing unless --out DIR
     python benchmarks/models.py --only lightgcn,pop # a subset
-    python benchmarks/models.py --datasets ml-100k --skip gcmc,slim  # one data set, less
+    python benchmarks/models.py --datasets ml-100k --skip gcmc,slim --name models_folds
+                                                    # one data set, fewer models, its own files
     python benchmarks/models.py --defaults          # ml-100k, every model at its defaults
                                                     # (no flags but --model, --data, --split):
                                                     # results/models_defaults.{jsonl,md}
@@ -398,6 +399,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", default=None, help="comma-separated model names")
     p.add_argument("--skip", default=None, help="comma-separated model names left out")
     p.add_argument("--datasets", default=None, help="comma-separated: ml-100k, gowalla")
+    p.add_argument("--name", default=None,
+                   help="results file stem (default models, or models_defaults)")
     p.add_argument("--out", default=None, help="results folder (default benchmarks/results; "
                                                "--quick writes nothing without it)")
     p.add_argument("--threads", type=int, default=2)
@@ -415,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(REPO))
     from graphrec.models import REGISTRY
 
-    name = "models_defaults" if args.defaults else "models"
+    name = args.name or ("models_defaults" if args.defaults else "models")
     if args.render:
         out = Path(args.out) if args.out else DEFAULT_RESULTS
         rows = [json.loads(line) for line in (out / f"{name}.jsonl").read_text().splitlines()]
