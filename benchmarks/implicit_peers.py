@@ -155,11 +155,9 @@ def timing(per_iteration: list[float], total: float) -> dict[str, Any]:
 # the four fitters: each returns (metrics-ready factors or model, timing)
 
 
-def fit_implicit_als(ui: Any, params: dict[str, Any], threads: int) -> tuple[Any, Any, dict[str, Any]]:
-    from implicit.cpu.als import AlternatingLeastSquares
-
+def _fit_timed(model: Any, ui: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """Fit an implicit model, timing each iteration through its callback."""
     marks: list[float] = []
-    model = AlternatingLeastSquares(**params, num_threads=threads, random_state=0)
     start = time.perf_counter()
     last = [start]
 
@@ -170,25 +168,20 @@ def fit_implicit_als(ui: Any, params: dict[str, Any], threads: int) -> tuple[Any
 
     model.fit(ui, show_progress=False, callback=tick)
     return model.user_factors, model.item_factors, timing(marks, time.perf_counter() - start)
+
+
+def fit_implicit_als(ui: Any, params: dict[str, Any], threads: int) -> tuple[Any, Any, dict[str, Any]]:
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    return _fit_timed(AlternatingLeastSquares(**params, num_threads=threads, random_state=0), ui)
 
 
 def fit_implicit_bpr(ui: Any, params: dict[str, Any], threads: int) -> tuple[Any, Any, dict[str, Any]]:
     from implicit.cpu.bpr import BayesianPersonalizedRanking
 
-    marks: list[float] = []
-    model = BayesianPersonalizedRanking(**params, num_threads=threads, random_state=0)
-    start = time.perf_counter()
-    last = [start]
-
-    def tick(*_: Any) -> None:
-        now = time.perf_counter()
-        marks.append(now - last[0])
-        last[0] = now
-
-    model.fit(ui, show_progress=False, callback=tick)
     # user factors end in a column of ones, item factors in the item bias: the dot product
     # is implicit's own score
-    return model.user_factors, model.item_factors, timing(marks, time.perf_counter() - start)
+    return _fit_timed(BayesianPersonalizedRanking(**params, num_threads=threads, random_state=0), ui)
 
 
 def fit_ials(ds: Any, parts: Any, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
