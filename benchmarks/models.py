@@ -116,6 +116,7 @@ GOWALLA: dict[str, list[str]] = {
     "lightgcn": ["--epochs", "2"],
     "bpr": ["--epochs", "10"],
     "itemknn": [], "userknn": [], "ials": [], "ease": [],
+    "two-tower": ["--epochs", "2"],
 }
 NO_RATINGS = "no ratings in the LightGCN files"
 GOWALLA_SKIP = {
@@ -124,6 +125,8 @@ GOWALLA_SKIP = {
     "ncf": "full ranking is an MLP over 29,858 x 40,981 pairs: hours on 2 cores",
     "sasrec": "no timestamps in the LightGCN files",
     "bert4rec": "no timestamps in the LightGCN files",
+    "content-knn": "no item text or side features in the LightGCN files",
+    "hybrid": "no item text or side features in the LightGCN files",
 }
 
 
