@@ -11,7 +11,9 @@ MODEL_NAMES = ("pop", "random", "graph-filter", "lightgcn", "bpr", "mf", "ncf", 
                # neighbourhood and linear baselines
                "itemknn", "userknn", "ease", "slim", "ials",
                # explicit-rating baselines (Surprise's) and GC-MC
-               "baseline-only", "svd", "svdpp", "nmf", "knn-baseline", "gcmc")
+               "baseline-only", "svd", "svdpp", "nmf", "knn-baseline", "gcmc",
+               # graph filters past GF-CF
+               "bspm", "turbo-cf", "poly-filter")
 #: other names accepted for a model
 MODEL_ALIASES = {"gfcf": "graph-filter"}
 #: ``--format`` values (``graphrec.data.readers``)

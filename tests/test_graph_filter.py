@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -12,6 +13,7 @@ from conftest import random_graph
 from graphrec.errors import GraphrecError
 from graphrec.evaluation.evaluator import EvalConfig, evaluate, topk_excluding
 from graphrec.models import build_model, model_config
+from graphrec.models.filters import ItemGraph
 from graphrec.models.graph_filter import GraphFilter, GraphFilterConfig
 from graphrec.data.graph import user_sequences
 from graphrec.schema import EDGE, USER
@@ -35,6 +37,7 @@ def dense_reference(graph, alpha: float, k: int) -> np.ndarray:
 
 
 def fitted(graph, **options) -> GraphFilter:
+    options.setdefault("dtype", "float32")  # the references are compared at float32
     model = GraphFilter(graph[USER].num_nodes, graph["item"].num_nodes, GraphFilterConfig(**options))
     model.fit(graph)
     return model
@@ -71,8 +74,12 @@ def test_torch_sparse_path_matches_scipy_path():
     model = fitted(g, k=4, svd="exact")
     users = torch.tensor([3, 0, 7])
     cpu = model.score(users)
-    model._cache = model._build(scipy_products=False)
-    torch.testing.assert_close(model.score(users), cpu, rtol=1e-5, atol=1e-6)
+    for gram in ("sparse", "dense"):
+        model.graph = ItemGraph(model.user_ptr, model.user_items, 19,
+                                dataclasses.replace(model.cfg, gram=gram), scipy_products=False)
+        model.prepare(model.graph)
+        assert not model.graph.scipy_products and model.graph.mode == gram
+        torch.testing.assert_close(model.score(users), cpu, rtol=1e-5, atol=1e-6)
 
 
 def test_training_items_never_recommended_and_cold_users_get_popularity():
@@ -101,7 +108,7 @@ def test_state_round_trip_rebuilds_the_item_matrix():
     buf = io.BytesIO()
     torch.save(model.state_dict(), buf)
     buf.seek(0)
-    again = build_model("gfcf", 9, 14, model_config("graph-filter", {"k": 3}))
+    again = build_model("gfcf", 9, 14, model_config("graph-filter", {"k": 3, "dtype": "float32"}))
     again.load_state_dict(torch.load(buf, weights_only=True))
     torch.testing.assert_close(again.score(users), model.score(users))
 
@@ -125,11 +132,11 @@ def test_bad_config():
     with pytest.raises(GraphrecError, match="graph-filter"):
         GraphFilter(3, 4, GraphFilterConfig(svd="qr"))
 
-def test_k_beyond_the_rank_uses_every_singular_vector():
+def test_k_beyond_the_rank_is_an_error_naming_k():
     g = random_graph(num_users=5, num_items=8, seed=1)
-    users = torch.arange(5)
-    torch.testing.assert_close(fitted(g, k=50, svd="exact").score(users),
-                               fitted(g, k=5, svd="exact").score(users))
+    with pytest.raises(GraphrecError, match=r"graph-filter: k=50 .* rank bound .* = 5"):
+        fitted(g, k=50, svd="exact")
+    fitted(g, k=5, svd="exact")  # the bound itself is fine
 
 
 def test_default_k_follows_the_graph_size():

@@ -9,6 +9,7 @@ from graphrec.errors import GraphrecError
 from graphrec.models.base import Ranker, Recommender, Retriever
 from graphrec.models.baseline_only import BaselineOnly, BaselineOnlyConfig
 from graphrec.models.bert4rec import BERT4Rec, BERT4RecConfig
+from graphrec.models.bspm import BSPM, BSPMConfig
 from graphrec.models.content_knn import ContentKNN, ContentKNNConfig
 from graphrec.models.ease import EASE, EASEConfig
 from graphrec.models.gcmc import GCMC, GCMCConfig
@@ -21,12 +22,14 @@ from graphrec.models.lightgcn import BPRConfig, LightGCN, LightGCNConfig
 from graphrec.models.mf import MF, MFConfig
 from graphrec.models.ncf import NCF, MLPRating, MLPRatingConfig, NCFConfig
 from graphrec.models.nmf import NMF, NMFConfig
+from graphrec.models.poly_filter import PolyFilter, PolyFilterConfig
 from graphrec.models.pop import PopConfig, Popularity
 from graphrec.models.random import RandomConfig, RandomRecommender
 from graphrec.models.sasrec import SASRec, SASRecConfig
 from graphrec.models.slim import SLIM, SLIMConfig
 from graphrec.models.svd import SVD, SVDConfig
 from graphrec.models.svdpp import SVDpp, SVDppConfig
+from graphrec.models.turbo_cf import TurboCF, TurboCFConfig
 from graphrec.models.two_tower import TwoTower, TwoTowerConfig
 from graphrec.names import MODEL_ALIASES, MODEL_NAMES
 from graphrec.options import checked
@@ -56,6 +59,9 @@ REGISTRY: dict[str, tuple[type[Recommender], type]] = {
     "nmf": (NMF, NMFConfig),
     "knn-baseline": (KNNBaseline, KNNBaselineConfig),
     "gcmc": (GCMC, GCMCConfig),
+    "bspm": (BSPM, BSPMConfig),
+    "turbo-cf": (TurboCF, TurboCFConfig),
+    "poly-filter": (PolyFilter, PolyFilterConfig),
 }
 ALIASES = MODEL_ALIASES
 assert tuple(REGISTRY) == MODEL_NAMES, "graphrec.names.MODEL_NAMES lists the registry"
