@@ -17,9 +17,11 @@ such run folder per fold under ``--out`` and the mean ± std in its ``metrics.js
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from datetime import datetime
@@ -63,6 +65,9 @@ def parser(prog: str = "python -m graphrec.train") -> argparse.ArgumentParser:
     p.add_argument("--set", dest="options", action="append", default=[], metavar="KEY=VALUE",
                    help="a model option, e.g. --set damping=10 (repeatable)")
     p.add_argument("--device", default=None, help="auto (CUDA when present), cpu, cuda, cuda:1")
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="data-parallel training in N processes on this machine (launches "
+                        "torchrun with the same arguments; gloo on CPU, NCCL on CUDA)")
     p.add_argument("--seed", type=int, default=None, help="global seed (default 0)")
     p.add_argument("--overwrite", action="store_true",
                    help="train into a --out folder that holds a run, removing its run files first")
@@ -342,9 +347,66 @@ def default_out(model: str) -> Path:
     return out
 
 
+def _launch(nproc: int, argv: list[str]) -> int:
+    """``--nproc N``: run this command under ``torchrun --nproc_per_node N`` (without
+    ``--nproc``) and return its exit status."""
+    import subprocess
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if nproc < 1 or nproc > (cores or 1):
+        raise GraphrecError(f"--nproc: {nproc} processes for {cores} cores; use 1 to {cores}")
+    rest, skip = [], False
+    for i, arg in enumerate(argv):  # drop --nproc N / --nproc=N
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc_per_node={nproc}", "-m", "graphrec.train", *rest]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get(
+        "OMP_NUM_THREADS", str(max(1, (cores or 1) // nproc)))}
+    return subprocess.run(cmd, env=env).returncode
+
+
 def main(argv: list[str] | None = None, prog: str = "python -m graphrec.train") -> int:
-    """The command: parse ``argv``, train into the run folder, print the test metrics."""
+    """The command: parse ``argv``, train into the run folder, print the test metrics. Under
+    ``torchrun`` (``WORLD_SIZE`` > 1) it trains data-parallel (:mod:`graphrec.distributed`):
+    rank 0 writes the run folder and prints, the other ranks work in a private temporary folder
+    that is removed at the end."""
+    argv = sys.argv[1:] if argv is None else argv
     args = parser(prog).parse_args(argv)
+    if args.nproc is not None and args.nproc > 1:
+        return _launch(args.nproc, argv)
+    from graphrec.distributed import init_from_env
+
+    rank = init_from_env(args.device)
+    if rank is None:
+        return _main(args)
+    import shutil
+    import tempfile
+
+    import torch.distributed as dist
+
+    if args.resume or args.folds is not None:
+        raise GraphrecError(f"{'--resume' if args.resume else '--folds'}: not yet with "
+                            "data-parallel training; run it in one process")
+    scratch = None
+    try:
+        if rank != 0:  # same work, private folder, no output
+            scratch = tempfile.mkdtemp(prefix=f"graphrec-rank{rank}-")
+            args.out, args.overwrite, args.no_progress = scratch, True, True
+            with open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
+                return _main(args)
+        return _main(args)
+    finally:
+        dist.destroy_process_group()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _main(args: argparse.Namespace) -> int:
     if args.resume and args.overwrite:
         raise GraphrecError("--overwrite: not with --resume (a resumed run continues its folder)")
     cfg = resume_config(args) if args.resume else config_from_args(args)

@@ -39,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from graphrec.batches import make_batches
+from graphrec.distributed import rows_of, shard, shard_range, shard_weight, world
 from graphrec.errors import GraphrecError, TrainingDiverged, TrainingInterrupted
 from graphrec.evaluation.evaluator import EvalConfig, evaluate
 from graphrec.evaluation.metrics import RANKING_METRICS
@@ -261,6 +262,14 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
                             f"({', '.join(known)})")
     sign = -1.0 if cfg.metric in LOWER_IS_BETTER else 1.0
     device = model.device
+    # data parallel under an initialized process group (graphrec.distributed): every rank
+    # draws the same global batch and trains on its shard; rank 0 alone writes
+    rank, size = world()
+    net: torch.nn.Module = model
+    if size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, find_unused_parameters=True)
     # sampled and gathered where the training graph is (the CPU); each batch then moves once
     batches = make_batches(model.batch_spec(), split.train, cfg.num_negatives)
     n = batches.num_examples
@@ -297,11 +306,11 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
             log.info("resuming after epoch %d%s", st["epoch"],
                      f" (batch {st['position'] // cfg.batch_size} of the next)"
                      if st["position"] else "")
-    elif history_path is not None and history_path.exists():
+    elif history_path is not None and history_path.exists() and rank == 0:
         history_path.unlink()  # a fresh run in a reused folder
 
     def save() -> None:
-        if state_path is None:
+        if state_path is None or rank != 0:
             return
         atomic_torch_save(state_path, {
             "format": STATE_FORMAT, "version": 1, "fingerprint": fingerprint,
@@ -347,17 +356,28 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
                    desc=f"epoch {epoch}", unit="batch", disable=not cfg.progress, leave=False)
         for s in range(first, n, cfg.batch_size):
             idx = order[s:s + cfg.batch_size]
-            loss = model(batches.batch(idx, gen).to(device))
+            batch, weight, rows = batches.batch(idx, gen), 1.0, idx.numel()
+            if size > 1:
+                start, end = shard_range(rows_of(batch), rank, size)
+                part = shard(batch, rank, size) if end > start else shard(batch, 0, rows_of(batch))
+                weight = shard_weight(end - start, rows_of(batch), size)
+                batch, rows = part, end - start
+            loss = net(batch.to(device))
             if not bool(torch.isfinite(loss)):
                 bar.close()
                 raise diverged("loss", epoch, s // cfg.batch_size + 1, float(loss.detach()))
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * weight if size > 1 else loss).backward()
             if not all(bool(torch.isfinite(p.grad).all()) for p in params if p.grad is not None):
                 bar.close()
                 raise diverged("gradient", epoch, s // cfg.batch_size + 1, float(loss.detach()))
             opt.step()
-            st["total"] += loss.item() * idx.numel()
+            step_total = loss.item() * rows
+            if size > 1:  # the epoch's loss over every rank's rows
+                summed = torch.tensor([step_total], dtype=torch.float64)
+                torch.distributed.all_reduce(summed)
+                step_total = float(summed)
+            st["total"] += step_total
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}",
                             ex_s=f"{(s + idx.numel() - first) / (time.perf_counter() - t_run):,.0f}")
@@ -388,7 +408,7 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
         log.info("epoch %d: loss %.4f%s (%.1f s)", epoch, record["loss"],
                  f", valid {cfg.metric} {record['valid'][cfg.metric]:.4f}" if "valid" in record else "",
                  record["seconds"])
-        if history_path is not None:
+        if history_path is not None and rank == 0:
             append_line(history_path, json.dumps(strict_json(record)))
         st.update(epoch=epoch, position=0, order=None, seconds=time.perf_counter() - start)
         if cfg.patience and st["stale"] >= cfg.patience:
