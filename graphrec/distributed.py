@@ -15,8 +15,10 @@ its masks from each process's own generator, so a model with dropout matches one
 distribution only.
 
 ``python -m graphrec.train --nproc N`` (or ``torchrun --nproc_per_node N -m graphrec.train``)
-runs it; rank 0 writes the run folder. Not yet here: evaluation sharded over users (every rank
-evaluates every user, the same result) and resuming a distributed run (refused in one line).
+runs it; rank 0 writes the run folder. Evaluation is sharded too: each rank scores a
+contiguous share of the users and the per-user values are gathered in rank order, which is user
+order, so the metrics are one process's exactly. Not yet here: resuming a distributed run
+(refused in one line).
 
 Only :func:`world` and :func:`shard` are needed by the trainer; nothing here runs without an
 initialized process group.

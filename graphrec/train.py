@@ -356,7 +356,7 @@ def _launch(nproc: int, argv: list[str]) -> int:
     if nproc < 1 or nproc > (cores or 1):
         raise GraphrecError(f"--nproc: {nproc} processes for {cores} cores; use 1 to {cores}")
     rest, skip = [], False
-    for i, arg in enumerate(argv):  # drop --nproc N / --nproc=N
+    for arg in argv:  # drop --nproc N / --nproc=N
         if skip:
             skip = False
         elif arg == "--nproc":

@@ -4,6 +4,9 @@ batch, and the shards of a batch are disjoint and cover it."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -97,11 +100,7 @@ def test_two_gloo_processes_give_one_process_weights(name, options, tmp_path):
         torch.testing.assert_close(ddp[key], single[key], rtol=1e-5, atol=1e-5, msg=key)
 
 
-def _run(args: list[str]) -> "subprocess.CompletedProcess[str]":
-    import subprocess
-    import sys
-    from pathlib import Path
-
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.run([sys.executable, "-m", "graphrec.train", *args], capture_output=True,
@@ -131,3 +130,49 @@ def test_nproc_beyond_the_cores_is_a_one_line_error(tmp_path):
     proc = _run(["--model", "bpr", "--nproc", "999", "--out", str(tmp_path / "x")])
     assert proc.returncode == 2 and "--nproc: 999 processes for" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
+
+
+def _evaluate_worker(rank: int, size: int, store: str, out: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=size)
+    try:
+        result = _evaluate()
+        if rank == 0:
+            torch.save(result, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def _evaluate():
+    """graph-filter's per-user test metrics on a small synthetic split."""
+    from graphrec.data.graph import build
+    from graphrec.data.synthetic import SyntheticConfig, make_synthetic
+    from graphrec.evaluation.evaluator import EvalConfig, evaluate_detailed
+    from graphrec.models import build_model, model_config
+    from graphrec.split import SplitConfig, split
+
+    ds = build(make_synthetic(SyntheticConfig(num_users=130, num_items=70, num_clusters=4)))
+    parts = split(ds.graph, SplitConfig("random", seed=0, valid_ratio=0.0))
+    model = build_model("graph-filter", ds.num_users, ds.num_items,
+                        model_config("graph-filter", {"k": 8, "dtype": "float32"}))
+    model.fit(parts.train)
+    scored = []
+    score = model.score
+    model.score = lambda users, history=None: scored.append(users.numel()) or score(users, history)
+    metrics, per_user = evaluate_detailed(model, parts, "test",
+                                          EvalConfig(batch_users=16, progress=False))
+    return {"metrics": metrics, "scored": sum(scored), "users": torch.from_numpy(per_user.users),
+            "values": {k: torch.from_numpy(v) for k, v in per_user.values.items()}}
+
+
+def test_evaluation_sharded_over_two_ranks_gives_one_process_metrics(tmp_path):
+    """Each rank scores a contiguous share of the users; gathered in rank order they are the
+    one-process values in user order, so the metrics are identical, not merely close."""
+    out = str(tmp_path / "eval.pt")
+    mp.spawn(_evaluate_worker, args=(2, str(tmp_path / "store"), out), nprocs=2, join=True)
+    two, one = torch.load(out, weights_only=True), _evaluate()
+    assert two["metrics"] == one["metrics"]
+    n = one["metrics"]["users"]
+    assert one["scored"] == n and two["scored"] == -(-n // 2)  # rank 0 scored its half
+    assert torch.equal(two["users"], one["users"])
+    assert all(torch.equal(two["values"][k], one["values"][k]) for k in one["values"])

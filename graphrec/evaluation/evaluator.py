@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 from tqdm.auto import tqdm
 
 from graphrec.batches import History
+from graphrec.distributed import shard_range, world
 from graphrec.errors import GraphrecError
 from graphrec.evaluation.metrics import METRIC_FUNCTIONS, RANKING_METRICS, RATING_METRICS
 from graphrec.per_user import PerUserMetrics
@@ -200,7 +201,12 @@ def ranking_per_user(
     # per-user values in user order, summed once at the end in float64: the same result at any
     # batch size (per-batch float sums would differ in the last digits)
     per_user: dict[str, list[torch.Tensor]] = {f"{m}@{k}": [] for m in cfg.metrics for k in cfg.ks}
-    bar = tqdm(total=users.numel(), desc="evaluating", unit="user", disable=not cfg.progress,
+    # data-parallel runs (graphrec.distributed): each rank scores a contiguous share of the
+    # users and the shares are gathered in rank order, which is user order: the same values
+    rank, size = world()
+    first, last = shard_range(users.numel(), rank, size)
+    mine = users[first:last]
+    bar = tqdm(total=mine.numel(), desc="evaluating", unit="user", disable=not cfg.progress,
                leave=False)
     dev = device_of(model)
     scorer = model.scorer() if hasattr(model, "scorer") else model  # once per evaluation
@@ -212,8 +218,8 @@ def ranking_per_user(
         raise GraphrecError("evaluation: an item index ranks every item; a candidate subset "
                             "(a cold-items split) is ranked exactly")
     outside = ~candidates.to(dev) if candidates is not None else None
-    for start in range(0, users.numel(), batch):
-        u = users[start:start + batch].to(dev)
+    for start in range(0, mine.numel(), batch):
+        u = mine[start:start + batch].to(dev)
         h = History.of(*hist, u) if hist is not None else None
         if index is not None:
             values, top = index.search(scorer.user_vectors(u, h), kmax,
@@ -238,7 +244,13 @@ def ranking_per_user(
                 per_user[f"{m}@{k}"].append(METRIC_FUNCTIONS[m](hits, n_rel, k).double().cpu())
         bar.update(u.numel())
     bar.close()
-    return users, {key: torch.cat(values) for key, values in per_user.items()}
+    empty = torch.zeros(0, dtype=torch.float64)
+    values = {key: torch.cat(v) if v else empty for key, v in per_user.items()}
+    if size > 1:
+        shares: list[Any] = [None] * size
+        torch.distributed.all_gather_object(shares, values)
+        values = {key: torch.cat([share[key] for share in shares]) for key in values}
+    return users, values
 
 
 def evaluate_rating(model, heldout: Interactions, batch: int = 1 << 16) -> dict[str, float]:
