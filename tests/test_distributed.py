@@ -69,35 +69,79 @@ def _train(name: str, options: dict, epochs: int = 2):
     return model
 
 
-def _worker(rank: int, size: int, store: str, out: str, name: str, options: dict) -> None:
+def _worker(rank: int, size: int, store: str, out: str) -> None:
+    """One rank of the 2-process run: every model of MODELS trained, then the sharded
+    evaluation; rank 0 saves what it got. One spawn for all of it: process start-up is most of
+    the cost."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=size)
     try:
-        model = _train(name, options)
+        result = {"weights": {name: _train(name, options).state_dict()
+                              for name, options in MODELS},
+                  "evaluation": _evaluate()}
         if rank == 0:
-            torch.save(model.state_dict(), out)
+            torch.save(result, out)
     finally:
         dist.destroy_process_group()
 
 
+def _evaluate():
+    """graph-filter's per-user test metrics on a small synthetic split, and how many users
+    this process scored."""
+    from graphrec.data.graph import build
+    from graphrec.data.synthetic import SyntheticConfig, make_synthetic
+    from graphrec.evaluation.evaluator import EvalConfig, evaluate_detailed
+    from graphrec.models import build_model, model_config
+    from graphrec.split import SplitConfig, split
+
+    ds = build(make_synthetic(SyntheticConfig(num_users=130, num_items=70, num_clusters=4)))
+    parts = split(ds.graph, SplitConfig("random", seed=0, valid_ratio=0.0))
+    model = build_model("graph-filter", ds.num_users, ds.num_items,
+                        model_config("graph-filter", {"k": 8, "dtype": "float32"}))
+    model.fit(parts.train)
+    scored = []
+    score = model.score
+    model.score = lambda users, history=None: scored.append(users.numel()) or score(users, history)
+    metrics, per_user = evaluate_detailed(model, parts, "test",
+                                          EvalConfig(batch_users=16, progress=False))
+    return {"metrics": metrics, "scored": sum(scored), "users": torch.from_numpy(per_user.users),
+            "values": {k: torch.from_numpy(v) for k, v in per_user.values.items()}}
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """What rank 0 of a 2-process gloo run saved."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    os.environ.pop("WORLD_SIZE", None)
+    mp.spawn(_worker, args=(2, str(tmp / "store"), str(tmp / "ddp.pt")), nprocs=2, join=True)
+    return torch.load(tmp / "ddp.pt", weights_only=True)
+
+
 @pytest.mark.parametrize("name,options", MODELS)
-def test_two_gloo_processes_give_one_process_weights(name, options, tmp_path):
+def test_two_gloo_processes_give_one_process_weights(name, options, two_ranks):
     """Tolerance 1e-5: the gradients are summed across ranks in another order than within one
     process, so the weights agree to float32 rounding, not bit for bit."""
-    out = str(tmp_path / "ddp.pt")
-    os.environ.pop("WORLD_SIZE", None)
-    mp.spawn(_worker, args=(2, str(tmp_path / "store"), out, name, options), nprocs=2,
-             join=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         single = _train(name, options).state_dict()
     finally:
         torch.set_num_threads(threads)
-    ddp = torch.load(out, weights_only=True)
+    ddp = two_ranks["weights"][name]
     assert ddp.keys() == single.keys()
     for key in single:
         torch.testing.assert_close(ddp[key], single[key], rtol=1e-5, atol=1e-5, msg=key)
+
+
+def test_evaluation_sharded_over_two_ranks_gives_one_process_metrics(two_ranks):
+    """Each rank scores a contiguous share of the users; gathered in rank order they are the
+    one-process values in user order, so the metrics are identical, not merely close."""
+    two, one = two_ranks["evaluation"], _evaluate()
+    assert two["metrics"] == one["metrics"]
+    n = one["metrics"]["users"]
+    assert one["scored"] == n and two["scored"] == -(-n // 2)  # rank 0 scored its half
+    assert torch.equal(two["users"], one["users"])
+    assert all(torch.equal(two["values"][k], one["values"][k]) for k in one["values"])
 
 
 def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
@@ -131,48 +175,3 @@ def test_nproc_beyond_the_cores_is_a_one_line_error(tmp_path):
     assert proc.returncode == 2 and "--nproc: 999 processes for" in proc.stderr
     assert proc.stderr.strip().count("\n") == 0
 
-
-def _evaluate_worker(rank: int, size: int, store: str, out: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=size)
-    try:
-        result = _evaluate()
-        if rank == 0:
-            torch.save(result, out)
-    finally:
-        dist.destroy_process_group()
-
-
-def _evaluate():
-    """graph-filter's per-user test metrics on a small synthetic split."""
-    from graphrec.data.graph import build
-    from graphrec.data.synthetic import SyntheticConfig, make_synthetic
-    from graphrec.evaluation.evaluator import EvalConfig, evaluate_detailed
-    from graphrec.models import build_model, model_config
-    from graphrec.split import SplitConfig, split
-
-    ds = build(make_synthetic(SyntheticConfig(num_users=130, num_items=70, num_clusters=4)))
-    parts = split(ds.graph, SplitConfig("random", seed=0, valid_ratio=0.0))
-    model = build_model("graph-filter", ds.num_users, ds.num_items,
-                        model_config("graph-filter", {"k": 8, "dtype": "float32"}))
-    model.fit(parts.train)
-    scored = []
-    score = model.score
-    model.score = lambda users, history=None: scored.append(users.numel()) or score(users, history)
-    metrics, per_user = evaluate_detailed(model, parts, "test",
-                                          EvalConfig(batch_users=16, progress=False))
-    return {"metrics": metrics, "scored": sum(scored), "users": torch.from_numpy(per_user.users),
-            "values": {k: torch.from_numpy(v) for k, v in per_user.values.items()}}
-
-
-def test_evaluation_sharded_over_two_ranks_gives_one_process_metrics(tmp_path):
-    """Each rank scores a contiguous share of the users; gathered in rank order they are the
-    one-process values in user order, so the metrics are identical, not merely close."""
-    out = str(tmp_path / "eval.pt")
-    mp.spawn(_evaluate_worker, args=(2, str(tmp_path / "store"), out), nprocs=2, join=True)
-    two, one = torch.load(out, weights_only=True), _evaluate()
-    assert two["metrics"] == one["metrics"]
-    n = one["metrics"]["users"]
-    assert one["scored"] == n and two["scored"] == -(-n // 2)  # rank 0 scored its half
-    assert torch.equal(two["users"], one["users"])
-    assert all(torch.equal(two["values"][k], one["values"][k]) for k in one["values"])
