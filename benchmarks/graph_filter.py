@@ -38,6 +38,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -51,8 +52,8 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402
-    DEFAULT_DATA, DEFAULT_RESULTS, git_commit, import_graphrec, load_avg, machine_info,
-    maxrss_mib, reset_peak_rss, stats, timed)
+    DEFAULT_DATA, DEFAULT_RESULTS, git_commit, hwm_mib, import_graphrec, load_avg,
+    machine_info, maxrss_mib, reset_peak_rss, stats, timed)
 from spine import write_synthetic_pair  # noqa: E402
 
 K = 20
@@ -119,16 +120,6 @@ def _versions() -> dict[str, str]:
             "scipy": scipy.__version__, "numpy": numpy.__version__}
 
 
-def _hwm_mib() -> float | None:
-    """Peak RSS since the last reset of the mark (``VmHWM``), in MiB."""
-    try:
-        line = next(ln for ln in Path("/proc/self/status").read_text().splitlines()
-                    if ln.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return None
-    return int(line.split()[1]) / 1024
-
-
 def load(dataset: str, part: str, args: argparse.Namespace) -> tuple[Any, Any]:
     """A data set and its split: Gowalla as given, ml-100k per user at random 80/20 (seed 0);
     ``part="valid"`` carves 10% of each user's training interactions for validation."""
@@ -159,15 +150,13 @@ def fit_and_evaluate(name: str, options: dict[str, Any], ds: Any, sp: Any, part:
     model = build_model(name, ds.num_users, ds.num_items, model_config(name, options))
     _, t_fit = timed(lambda: model.fit(sp.train))
     out, t_eval = timed(lambda: evaluate(model, sp, part, EvalConfig(ks=(K,), progress=False)))
-    import dataclasses
-
     graph = getattr(model, "graph", None)
     return {"metrics": {k: out[k] for k in (f"recall@{K}", f"ndcg@{K}", f"precision@{K}", "users")},
             "seconds": {"fit": t_fit, "evaluate": t_eval, "wall": t_fit + t_eval},
-            "memory": {"peak_rss_mib": maxrss_mib(), "phase_peak_rss_mib": _hwm_mib() if reset else None,
+            "memory": {"peak_rss_mib": maxrss_mib(), "phase_peak_rss_mib": hwm_mib() if reset else None,
                        "operator_mib": graph.nbytes() / 2**20 if graph is not None else None},
             "operator": graph.mode if graph is not None else None,
-            "config": {k: v for k, v in dataclasses.asdict(model.cfg).items()}}
+            "config": dataclasses.asdict(model.cfg)}
 
 
 def warm_up(args: argparse.Namespace) -> None:

@@ -57,6 +57,18 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def hwm_mib() -> float | None:
+    """The peak RSS of this process since the last reset of the mark (``VmHWM``), in MiB.
+    Unlike ``ru_maxrss`` it does not keep the peaks of threads that exited before the reset;
+    ``None`` where ``/proc`` has no such line."""
+    try:
+        line = next(ln for ln in Path("/proc/self/status").read_text().splitlines()
+                    if ln.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return None
+    return int(line.split()[1]) / 1024
+
+
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     out = fn()

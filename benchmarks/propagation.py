@@ -69,7 +69,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import (  # noqa: E402
-    DEFAULT_RESULTS, current_rss_mib, git_commit, import_graphrec, load_avg,
+    DEFAULT_RESULTS, current_rss_mib, git_commit, hwm_mib, import_graphrec, load_avg,
     machine_info, resolve_gowalla, stats)
 
 JSONL_NAME, MD_NAME, PNG_NAME = "propagation.jsonl", "propagation.md", "propagation.png"
@@ -139,16 +139,6 @@ def _package_version(name: str) -> str | None:
     except Exception:  # noqa: BLE001 - a broken install is as good as a missing one here
         return None
     return str(getattr(module, "__version__", "unknown"))
-
-
-def _hwm_mib() -> float | None:
-    """Peak RSS since the last reset of the mark (``VmHWM``), MiB."""
-    try:
-        line = next(ln for ln in Path("/proc/self/status").read_text().splitlines()
-                    if ln.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        return None
-    return int(line.split()[1]) / 1024
 
 
 def _reset_hwm() -> bool:
@@ -709,7 +699,7 @@ def child_memory(args: argparse.Namespace) -> dict[str, Any]:
 
     def peak_mib() -> float:
         sync()
-        return torch.cuda.max_memory_allocated() / 2**20 if cuda else (_hwm_mib() or 0.0)
+        return torch.cuda.max_memory_allocated() / 2**20 if cuda else (hwm_mib() or 0.0)
 
     base = used_mib()
     reset()

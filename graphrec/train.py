@@ -379,11 +379,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m graphrec.train") 
     args = parser(prog).parse_args(argv)
     if args.nproc is not None and args.nproc > 1:
         return _launch(args.nproc, argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:  # not under torchrun
+        return _main(args)
     from graphrec.distributed import init_from_env
 
     rank = init_from_env(args.device)
-    if rank is None:
-        return _main(args)
     import shutil
     import tempfile
 

@@ -359,6 +359,8 @@ def _train(model: Recommender, split: Split, cfg: TrainConfig, eval_cfg: EvalCon
             batch, weight, rows = batches.batch(idx, gen), 1.0, idx.numel()
             if size > 1:
                 start, end = shard_range(rows_of(batch), rank, size)
+                # a batch smaller than the world leaves some ranks empty: they run one row at
+                # weight 0, so every rank still joins DDP's gradient all-reduce
                 part = shard(batch, rank, size) if end > start else shard(batch, 0, rows_of(batch))
                 weight = shard_weight(end - start, rows_of(batch), size)
                 batch, rows = part, end - start

@@ -177,7 +177,7 @@ class BSPM(FilterModel):
             low_in, low_out = self.ideal_factors(self.basis, graph)
             # s(P) applied once to the k rows of V^T D^b: the ideal term's exact output
             inputs.append(low_in)
-            outputs.append(_poly_rows(low_out, graph, [float(c) for c in s.coef]))
+            outputs.append(horner(low_out, graph, [float(c) for c in s.coef]))
         d = self.cfg.tail_degree
         if d is not None and d < len(coef) - 1:
             taylor = Polynomial(coef[: d + 1])
@@ -200,12 +200,3 @@ class BSPM(FilterModel):
             add_low_rank(scores, rows.times(w_in), w_out)
         return scores
 
-
-def _poly_rows(x: torch.Tensor, graph: ItemGraph, coef: list[float]) -> torch.Tensor:
-    """``x (c_0 + c_1 P + ... + c_d P^d)`` for dense rows ``x [k, I]`` by Horner's scheme."""
-    out = x * coef[-1]
-    for c in reversed(coef[:-1]):
-        out = graph.hop(out)
-        if c:
-            out.add_(x, alpha=c)
-    return out

@@ -36,6 +36,7 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from abc import abstractmethod
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -461,7 +462,6 @@ class FilterModel(Recommender):
 
     new_users = "history"  # the formula applied to the given row
     name = "filter"
-    power: float = 1.0  # elementwise power of P's entries (Turbo-CF)
 
     def __init__(self, num_users: int, num_items: int, cfg: Any) -> None:
         super().__init__(num_users, num_items)
@@ -487,8 +487,9 @@ class FilterModel(Recommender):
     def _build_graph(self) -> None:
         self.graph = None
         if self.user_items.numel():
+            # the elementwise power of P's entries, for configs that have one (Turbo-CF)
             self.graph = ItemGraph(self.user_ptr, self.user_items, self.num_items, self.cfg,
-                                   self.power, self.name)
+                                   float(getattr(self.cfg, "power", 1.0)), self.name)
 
     def _prepare(self) -> None:
         if self.graph is None:
@@ -503,9 +504,9 @@ class FilterModel(Recommender):
     def prepare(self, graph: ItemGraph) -> None:
         """Build structures derived from the saved state and the operator."""
 
+    @abstractmethod
     def filter_rows(self, rows: Rows, graph: ItemGraph) -> torch.Tensor:
         """The scores ``[B, I]`` of a batch of binary rows."""
-        raise NotImplementedError
 
     def score(self, users: torch.Tensor, history: History | None = None) -> torch.Tensor:
         """Scores ``[B, I]``; rows ``r_u`` from ``history`` when given, else from training."""
@@ -532,19 +533,21 @@ class FilterModel(Recommender):
         return low_in, low_out
 
 
-def horner(rows: Rows, graph: ItemGraph, coefficients: list[float]) -> torch.Tensor:
-    """``r (c_0 + c_1 P + ... + c_d P^d)`` by Horner's scheme, ``coefficients = [c_0, ..., c_d]``:
-    the first hop from the sparse rows, then ``d - 1`` hops on dense states."""
+def horner(x: Rows | torch.Tensor, graph: ItemGraph, coefficients: list[float]) -> torch.Tensor:
+    """``x (c_0 + c_1 P + ... + c_d P^d)`` by Horner's scheme, ``coefficients = [c_0, ..., c_d]``,
+    for sparse binary rows (the first hop from the sparse rows) or dense states ``[B, I]``; then
+    ``d - 1`` hops on dense states."""
     c = [float(v) for v in coefficients]
+    sparse = isinstance(x, Rows)
     if len(c) == 1:
-        return rows.dense() * c[0]
-    x = graph.hop_rows(rows)
+        return (x.dense() if sparse else x) * c[0]
+    out = graph.hop_rows(x) if sparse else graph.hop(x)
     if c[-1] != 1:
-        x.mul_(c[-1])
-    r = rows.dense() if any(c[:-1]) else None
+        out.mul_(c[-1])
+    base = (x.dense() if any(c[:-1]) else None) if sparse else x
     for j in range(len(c) - 2, -1, -1):
-        if c[j] and r is not None:
-            x.add_(r, alpha=c[j])
+        if c[j] and base is not None:
+            out.add_(base, alpha=c[j])
         if j:
-            x = graph.hop(x)
-    return x
+            out = graph.hop(out)
+    return out

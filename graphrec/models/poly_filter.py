@@ -67,7 +67,6 @@ class PolyFilter(FilterModel):
         self.coefficients = check_coefficients(self.name, cfg.coefficients)
         check_operator(self.name, cfg, cfg.power)
         super().__init__(num_users, num_items, cfg)
-        self.power = float(cfg.power)
 
     def filter_rows(self, rows: Rows, graph: ItemGraph) -> torch.Tensor:
         return horner(rows, graph, self.coefficients)

@@ -65,7 +65,6 @@ class TurboCF(FilterModel):
         cfg = dataclasses.replace(cfg, user_exp=cfg.alpha, item_exp=1.0 - cfg.alpha)
         check_operator(self.name, cfg, cfg.power)
         super().__init__(num_users, num_items, cfg)
-        self.power = float(cfg.power)
 
     def filter_rows(self, rows: Rows, graph: ItemGraph) -> torch.Tensor:
         return horner(rows, graph, FILTERS[self.cfg.filter])
